@@ -1,0 +1,760 @@
+//! One master: the store opened from its data directory, the openraft
+//! instance, and the machinery around it — group commit of proposals,
+//! forwarding to the leader, linearizable reads from any master, the leader's
+//! lease duties, history compaction and membership changes.
+
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use std::time::Instant;
+
+use openraft::ChangeMembers;
+use openraft::Config;
+use openraft::ServerState;
+use openraft::SnapshotPolicy;
+use openraft::error::ClientWriteError;
+use openraft::error::RaftError;
+use prost::Message;
+use rafter_proto::kv as pb;
+use rocksdb::WriteBatch;
+use tokio::sync::Semaphore;
+use tokio::sync::mpsc;
+use tokio::sync::oneshot;
+use tokio::sync::watch;
+
+use crate::data_dir::DataDir;
+use crate::db;
+use crate::db::CF_HISTORY;
+use crate::db::CF_SM;
+use crate::db::u64_key;
+use crate::error::Error;
+use crate::log_store::LogStore;
+use crate::metrics::Metrics;
+use crate::network::ForwardRequest;
+use crate::network::ForwardResponse;
+use crate::network::NetworkFactory;
+use crate::network::Peers;
+use crate::state_machine::KEY_COMPACT;
+use crate::state_machine::Shared;
+use crate::state_machine::StateMachine;
+use crate::types::LogCommand;
+use crate::types::Member;
+use crate::types::NodeId;
+use crate::types::Raft;
+use crate::types::node_id_of;
+
+/// Tunables of a master. Defaults suit a LAN or one machine.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot after this many log entries.
+    pub snapshot_logs: u64,
+    /// Entries kept in the log behind the last snapshot (for slow followers).
+    pub keep_logs: u64,
+    /// Revisions of watch history kept; older ones are compacted.
+    pub history_revisions: u64,
+    pub compaction_interval: Duration,
+    /// Entries of the exactly-once table.
+    pub dedup_capacity: u64,
+    /// Proposals per log entry at most.
+    pub max_batch: usize,
+    /// Log entries proposed and not yet applied at most.
+    pub max_in_flight: usize,
+    /// How long a request waits for a leader before failing.
+    pub request_timeout: Duration,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 1000,
+            snapshot_logs: 10_000,
+            keep_logs: 1_000,
+            history_revisions: 100_000,
+            compaction_interval: Duration::from_secs(5),
+            dedup_capacity: 100_000,
+            max_batch: 1024,
+            max_in_flight: 4,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How a master joins its group on first start.
+#[derive(Debug, Clone)]
+pub enum Bootstrap {
+    /// A member of the initial cluster: every listed member initializes the
+    /// same membership.
+    Initial(Vec<Member>),
+    /// Joins an existing cluster through any of its members.
+    Join,
+    /// Restart: the data directory already knows everything.
+    Resume,
+}
+
+struct Pending {
+    bytes: Vec<u8>,
+    started: Instant,
+    tx: oneshot::Sender<Result<Vec<u8>, Error>>,
+}
+
+/// A running master.
+pub struct Node {
+    pub id: NodeId,
+    pub name: String,
+    pub addr: String,
+    pub cluster_id: u64,
+    pub raft: Raft,
+    pub shared: Arc<Shared>,
+    pub peers: Peers,
+    pub options: NodeOptions,
+    data_path: std::path::PathBuf,
+    proposals: mpsc::Sender<Pending>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Node {
+    /// Opens the store in `data_dir` and starts Raft and the background
+    /// tasks. `data_dir` must already have been checked and its identity
+    /// recorded by the caller.
+    pub async fn start(
+        data_dir: &DataDir,
+        name: &str,
+        addr: &str,
+        cluster_id: u64,
+        bootstrap: Bootstrap,
+        options: NodeOptions,
+    ) -> Result<Arc<Self>, Error> {
+        let id = node_id_of(name);
+        let metrics = Arc::new(Metrics::new());
+        let database = db::open(&data_dir.db_path())?;
+        let shared = Shared::new(database.clone(), metrics.clone());
+        let log = LogStore::new(database, metrics, shared.committed.clone());
+        let sm = StateMachine::open(
+            shared.clone(),
+            data_dir.snapshot_dir(),
+            options.dedup_capacity,
+        )
+        .map_err(|e| Error::Raft(e.to_string()))?;
+        let config = Config {
+            cluster_name: format!("{cluster_id:016x}"),
+            heartbeat_interval: options.heartbeat_ms,
+            election_timeout_min: options.election_timeout_min_ms,
+            election_timeout_max: options.election_timeout_max_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(options.snapshot_logs),
+            max_in_snapshot_log_to_keep: options.keep_logs,
+            // Entries are batches; keep AppendEntries messages moderate.
+            max_payload_entries: 64,
+            snapshot_max_chunk_size: 4 << 20,
+            install_snapshot_timeout: 2_000,
+            ..Default::default()
+        };
+        let config = Arc::new(config.validate().map_err(|e| Error::Raft(e.to_string()))?);
+        let network = NetworkFactory::default();
+        let peers = network.peers.clone();
+        let raft = Raft::new(id, config, network, log, sm)
+            .await
+            .map_err(|e| Error::Raft(e.to_string()))?;
+
+        if let Bootstrap::Initial(members) = bootstrap {
+            let nodes: BTreeMap<NodeId, Member> = members
+                .into_iter()
+                .map(|m| (node_id_of(&m.name), m))
+                .collect();
+            match raft.initialize(nodes).await {
+                Ok(()) => {}
+                // Already initialized (by us earlier, or through a peer).
+                Err(RaftError::APIError(_)) => {}
+                Err(e) => return Err(Error::Raft(e.to_string())),
+            }
+        }
+
+        let (tx, rx) = mpsc::channel(65_536);
+        let (shutdown, _) = watch::channel(false);
+        let node = Arc::new(Self {
+            id,
+            name: name.to_string(),
+            addr: addr.to_string(),
+            cluster_id,
+            raft,
+            shared,
+            peers,
+            options,
+            data_path: data_dir.path.clone(),
+            proposals: tx,
+            shutdown,
+        });
+        tokio::spawn(node.clone().run_proposer(rx));
+        tokio::spawn(node.clone().run_leader_duties());
+        tokio::spawn(node.clone().run_compactor());
+        Ok(node)
+    }
+
+    /// Stops Raft and the background tasks, and makes everything applied
+    /// durable.
+    pub async fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.raft.shutdown().await;
+        let _ = self.shared.db.flush_wal(true);
+    }
+
+    fn stopped(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    // ---- leadership --------------------------------------------------------
+
+    /// The leader as this master knows it.
+    pub fn leader(&self) -> Option<(NodeId, Member)> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let id = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&id)?.clone();
+        Some((id, node))
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    /// Waits until some leader is known, up to `deadline`.
+    async fn wait_leader(&self, deadline: Instant) -> Result<(NodeId, Member), Error> {
+        let mut rx = self.raft.metrics();
+        loop {
+            if let Some(l) = self.leader() {
+                return Ok(l);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::NoLeader);
+            }
+            if tokio::time::timeout(left, rx.changed())
+                .await
+                .is_ok_and(|r| r.is_err())
+            {
+                return Err(Error::ShuttingDown);
+            }
+        }
+    }
+
+    async fn forward(
+        &self,
+        leader: &Member,
+        req: &ForwardRequest,
+    ) -> Result<ForwardResponse, Error> {
+        self.peers
+            .forward(&leader.addr, req, self.options.request_timeout)
+            .await
+            .map_err(|s| Error::LeaderUnreachable {
+                addr: leader.addr.clone(),
+                message: s.message().to_string(),
+            })
+    }
+
+    // ---- writes ------------------------------------------------------------
+
+    /// Commits one proposal through the leader (wherever it is) and returns
+    /// its result. A "not leader" answer given before the proposal entered
+    /// the log is retried here; anything indeterminate is returned as an
+    /// error, and the client retries with the same write id.
+    pub async fn propose(&self, proposal: &pb::Proposal) -> Result<pb::ProposalResult, Error> {
+        let bytes = proposal.encode_to_vec();
+        let deadline = Instant::now() + self.options.request_timeout;
+        loop {
+            let (leader_id, leader) = self.wait_leader(deadline).await?;
+            let result = if leader_id == self.id {
+                match self.propose_local(bytes.clone()).await {
+                    Err(Error::NoLeader) => None,
+                    other => Some(other?),
+                }
+            } else {
+                match self
+                    .forward(&leader, &ForwardRequest::Propose(bytes.clone()))
+                    .await?
+                {
+                    ForwardResponse::Proposed(r) => Some(r),
+                    ForwardResponse::NotLeader { .. } => None,
+                    ForwardResponse::Failed { code, message } => {
+                        return Err(Error::Proposal { code, message });
+                    }
+                    other => {
+                        return Err(Error::Raft(format!("unexpected forward reply {other:?}")));
+                    }
+                }
+            };
+            match result {
+                Some(r) => {
+                    return pb::ProposalResult::decode(r.as_slice()).map_err(Error::Corrupt);
+                }
+                None if Instant::now() >= deadline => return Err(Error::NoLeader),
+                None => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
+    /// Hands a proposal to this master's batcher. `NoLeader` means it was
+    /// refused before entering the log (safe to retry elsewhere).
+    pub async fn propose_local(&self, bytes: Vec<u8>) -> Result<Vec<u8>, Error> {
+        if !self.is_leader() {
+            return Err(Error::NoLeader);
+        }
+        let (tx, rx) = oneshot::channel();
+        self.shared.metrics.proposals_in_flight.inc();
+        let sent = self
+            .proposals
+            .send(Pending {
+                bytes,
+                started: Instant::now(),
+                tx,
+            })
+            .await;
+        let result = match sent {
+            Ok(()) => rx.await.unwrap_or(Err(Error::ShuttingDown)),
+            Err(_) => Err(Error::ShuttingDown),
+        };
+        self.shared.metrics.proposals_in_flight.dec();
+        result
+    }
+
+    /// Group commit: proposals that arrive while earlier log entries are in
+    /// flight are gathered into one entry, one append, one fsync.
+    async fn run_proposer(self: Arc<Self>, mut rx: mpsc::Receiver<Pending>) {
+        let in_flight = Arc::new(Semaphore::new(self.options.max_in_flight));
+        loop {
+            let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                return;
+            };
+            let Some(first) = rx.recv().await else { return };
+            let mut batch = vec![first];
+            while batch.len() < self.options.max_batch {
+                match rx.try_recv() {
+                    Ok(p) => batch.push(p),
+                    Err(_) => break,
+                }
+            }
+            let node = self.clone();
+            tokio::spawn(async move {
+                node.commit_batch(batch).await;
+                drop(permit);
+            });
+        }
+    }
+
+    async fn commit_batch(&self, batch: Vec<Pending>) {
+        let mut waiters = Vec::with_capacity(batch.len());
+        let mut proposals = Vec::with_capacity(batch.len());
+        for p in batch {
+            proposals.push(p.bytes);
+            waiters.push((p.started, p.tx));
+        }
+        let m = &self.shared.metrics;
+        match self.raft.client_write(LogCommand { proposals }).await {
+            Ok(resp) => {
+                for ((started, tx), r) in waiters.into_iter().zip(resp.data.results) {
+                    m.proposals_total.inc();
+                    m.proposal_seconds.observe(started.elapsed().as_secs_f64());
+                    let _ = tx.send(Ok(r));
+                }
+            }
+            Err(e) => {
+                // Leadership was lost or Raft stopped with the entry maybe
+                // in the log: the outcome is unknown to us.
+                let err = match e {
+                    RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
+                        Error::Raft("leadership changed while proposing; the write may or may not have been applied".into())
+                    }
+                    RaftError::Fatal(_) => Error::ShuttingDown,
+                    other => Error::Raft(other.to_string()),
+                };
+                for (_, tx) in waiters {
+                    m.proposals_failed.inc();
+                    let _ = tx.send(Err(Error::Raft(err.to_string())));
+                }
+            }
+        }
+    }
+
+    // ---- reads -------------------------------------------------------------
+
+    /// Returns once this master has applied everything committed before the
+    /// call: the leader confirms its leadership with a quorum (read index);
+    /// a follower asks the leader for that index and waits to apply it.
+    pub async fn read_barrier(&self) -> Result<(), Error> {
+        let deadline = Instant::now() + self.options.request_timeout;
+        loop {
+            let (leader_id, leader) = self.wait_leader(deadline).await?;
+            let index = if leader_id == self.id {
+                match self.raft.ensure_linearizable().await {
+                    Ok(_) => return Ok(()),
+                    Err(RaftError::Fatal(_)) => return Err(Error::ShuttingDown),
+                    Err(_) => None,
+                }
+            } else {
+                match self.forward(&leader, &ForwardRequest::ReadIndex).await? {
+                    ForwardResponse::ReadIndex(i) => Some(i),
+                    _ => None,
+                }
+            };
+            if let Some(index) = index {
+                let left = deadline.saturating_duration_since(Instant::now());
+                return self
+                    .raft
+                    .wait(Some(left))
+                    .applied_index_at_least(Some(index), "read barrier")
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| Error::Timeout(format!("waiting to apply index {index}: {e}")));
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::NoLeader);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Leader side of a follower's read-index request.
+    pub async fn local_read_index(&self) -> Result<Option<u64>, Error> {
+        match self.raft.ensure_linearizable().await {
+            Ok(log_id) => Ok(Some(log_id.map(|l| l.index).unwrap_or(0))),
+            Err(RaftError::Fatal(_)) => Err(Error::ShuttingDown),
+            Err(_) => Ok(None),
+        }
+    }
+
+    // ---- leases ------------------------------------------------------------
+
+    /// Refreshes a lease on the leader; returns its TTL.
+    pub async fn keep_alive(&self, id: i64) -> Result<i64, Error> {
+        let deadline = Instant::now() + self.options.request_timeout;
+        loop {
+            let (leader_id, leader) = self.wait_leader(deadline).await?;
+            let answer = if leader_id == self.id && self.is_leader() {
+                Some(self.shared.leases.keep_alive(id))
+            } else {
+                match self
+                    .forward(&leader, &ForwardRequest::KeepAlive(id))
+                    .await?
+                {
+                    ForwardResponse::KeptAlive(ttl) => Some(ttl),
+                    _ => None,
+                }
+            };
+            match answer {
+                Some(Some(ttl)) => return Ok(ttl),
+                Some(None) => return Err(Error::NotFound(format!("lease {id:x} not found"))),
+                None if Instant::now() >= deadline => return Err(Error::NoLeader),
+                None => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
+    /// The leader's duties, checked every 100 ms: give every lease a full
+    /// TTL on becoming leader, then propose the expiry of overdue leases.
+    /// Also keeps the Raft metrics gauges current.
+    async fn run_leader_duties(self: Arc<Self>) {
+        let mut stop = self.stopped();
+        let mut was_leader = false;
+        let mut last_leader = None;
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => return,
+            }
+            let (state, leader, term) = {
+                let m = self.raft.metrics();
+                let m = m.borrow();
+                (m.state, m.current_leader, m.current_term)
+            };
+            let metrics = &self.shared.metrics;
+            metrics.term.set(term as i64);
+            metrics
+                .commit_index
+                .set(self.shared.committed.load(Ordering::Relaxed) as i64);
+            if leader != last_leader {
+                if leader.is_some() {
+                    metrics.leader_changes.inc();
+                }
+                last_leader = leader;
+            }
+            let is_leader = state == ServerState::Leader;
+            metrics.is_leader.set(i64::from(is_leader));
+            if is_leader && !was_leader {
+                self.shared.leases.grant_grace();
+            }
+            was_leader = is_leader;
+            if !is_leader {
+                continue;
+            }
+            let expired = self.shared.leases.take_expired(Duration::from_secs(2));
+            if !expired.is_empty() {
+                let proposal = pb::Proposal {
+                    write_id: None,
+                    op: Some(pb::proposal::Op::LeaseExpire(pb::LeaseExpire {
+                        ids: expired,
+                    })),
+                };
+                let node = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = node.propose_local(proposal.encode_to_vec()).await {
+                        tracing::debug!("lease expiry not proposed: {e}");
+                    }
+                });
+            }
+        }
+    }
+
+    // ---- compaction --------------------------------------------------------
+
+    /// Drops watch history older than `history_revisions`. Runs beside the
+    /// writers: it only deletes revisions they will never write again.
+    async fn run_compactor(self: Arc<Self>) {
+        let mut stop = self.stopped();
+        let mut tick = tokio::time::interval(self.options.compaction_interval);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => return,
+            }
+            let revision = self.shared.revision.load(Ordering::Acquire);
+            let target = revision.saturating_sub(self.options.history_revisions);
+            if target <= self.shared.compact_revision.load(Ordering::Acquire) {
+                continue;
+            }
+            if let Err(e) = self.compact(target) {
+                tracing::warn!("history compaction to revision {target} failed: {e}");
+            }
+        }
+    }
+
+    /// Removes history below `revision`; watches and reads before it get the
+    /// Compacted error from then on.
+    pub fn compact(&self, revision: u64) -> Result<(), Error> {
+        let db = &self.shared.db;
+        // Publish the new point first so no reader trusts history being
+        // deleted.
+        self.shared
+            .compact_revision
+            .fetch_max(revision, Ordering::AcqRel);
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            db.cf_handle(CF_SM).expect("cf"),
+            KEY_COMPACT,
+            u64_key(revision),
+        );
+        batch.delete_range_cf(
+            db.cf_handle(CF_HISTORY).expect("cf"),
+            u64_key(0),
+            u64_key(revision),
+        );
+        db.write(batch)?;
+        Ok(())
+    }
+
+    // ---- membership --------------------------------------------------------
+
+    /// Every member: (id, member, is_learner).
+    pub fn members(&self) -> Vec<(NodeId, Member, bool)> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        membership
+            .nodes()
+            .map(|(id, n)| (*id, n.clone(), !voters.contains(id)))
+            .collect()
+    }
+
+    /// Adds a master as learner, waits for it to catch up, then makes it a
+    /// voter. Runs on the leader; followers forward.
+    pub async fn add_member(
+        &self,
+        name: &str,
+        addr: &str,
+    ) -> Result<Vec<(NodeId, Member, bool)>, Error> {
+        let req = ForwardRequest::AddMember {
+            name: name.into(),
+            addr: addr.into(),
+        };
+        self.on_leader(req, || self.add_member_local(name, addr))
+            .await
+    }
+
+    /// Removes a master from the voters and the group.
+    pub async fn remove_member(&self, name: &str) -> Result<Vec<(NodeId, Member, bool)>, Error> {
+        let req = ForwardRequest::RemoveMember { name: name.into() };
+        self.on_leader(req, || self.remove_member_local(name)).await
+    }
+
+    async fn on_leader<F, Fut>(
+        &self,
+        req: ForwardRequest,
+        local: F,
+    ) -> Result<Vec<(NodeId, Member, bool)>, Error>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<(NodeId, Member, bool)>, Error>>,
+    {
+        let deadline = Instant::now() + self.options.request_timeout;
+        loop {
+            let (leader_id, leader) = self.wait_leader(deadline).await?;
+            if leader_id == self.id {
+                return local().await;
+            }
+            match self.forward(&leader, &req).await? {
+                ForwardResponse::Members(m) => return Ok(m),
+                ForwardResponse::Failed { code, message } => {
+                    return Err(Error::Proposal { code, message });
+                }
+                _ if Instant::now() >= deadline => return Err(Error::NoLeader),
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    pub async fn add_member_local(
+        &self,
+        name: &str,
+        addr: &str,
+    ) -> Result<Vec<(NodeId, Member, bool)>, Error> {
+        if name.is_empty() || addr.is_empty() {
+            return Err(Error::InvalidArgument(
+                "member name and address must not be empty".into(),
+            ));
+        }
+        let id = node_id_of(name);
+        let members = self.members();
+        if let Some((_, m, learner)) = members.iter().find(|(i, _, _)| *i == id) {
+            if m.addr != addr {
+                return Err(Error::FailedPrecondition(format!(
+                    "member {name} already exists with address {}; remove it first to change its address",
+                    m.addr
+                )));
+            }
+            if !learner {
+                return Ok(members);
+            }
+        } else {
+            if let Some((_, m, _)) = members.iter().find(|(_, m, _)| m.addr == addr) {
+                return Err(Error::FailedPrecondition(format!(
+                    "address {addr} is already used by member {}",
+                    m.name
+                )));
+            }
+            let node = Member {
+                name: name.into(),
+                addr: addr.into(),
+            };
+            self.raft
+                .add_learner(id, node, false)
+                .await
+                .map_err(raft_write_error)?;
+        }
+        // Wait until the learner is close to the leader's log before it may
+        // vote, so adding it never stalls commits.
+        let timeout = Duration::from_secs(60);
+        let caught_up = self
+            .raft
+            .wait(Some(timeout))
+            .metrics(
+                |m| {
+                    let last = m.last_log_index.unwrap_or(0);
+                    let matched = m
+                        .replication
+                        .as_ref()
+                        .and_then(|r| r.get(&id).cloned().flatten())
+                        .map(|l| l.index)
+                        .unwrap_or(0);
+                    matched + 100 >= last && matched > 0
+                },
+                "learner caught up",
+            )
+            .await;
+        if caught_up.is_err() {
+            return Err(Error::Timeout(format!(
+                "{name} was added as a learner but did not catch up within {timeout:?}; is `rafter server --name {name} --listen {addr} --join ...` running?"
+            )));
+        }
+        self.raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .await
+            .map_err(raft_write_error)?;
+        Ok(self.members())
+    }
+
+    pub async fn remove_member_local(
+        &self,
+        name: &str,
+    ) -> Result<Vec<(NodeId, Member, bool)>, Error> {
+        let id = node_id_of(name);
+        let members = self.members();
+        let Some((_, _, learner)) = members.iter().find(|(i, _, _)| *i == id) else {
+            return Err(Error::NotFound(format!("member {name} not found")));
+        };
+        let voters = members.iter().filter(|(_, _, l)| !l).count();
+        if !learner && voters <= 1 {
+            return Err(Error::FailedPrecondition(format!(
+                "{name} is the last voter and cannot be removed"
+            )));
+        }
+        let change = if *learner {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        };
+        self.raft
+            .change_membership(change, false)
+            .await
+            .map_err(raft_write_error)?;
+        Ok(self.members())
+    }
+
+    // ---- status ------------------------------------------------------------
+
+    /// This master's view for the Status RPC.
+    pub fn status(&self) -> pb::StatusResponse {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
+        pb::StatusResponse {
+            header: Some(self.header()),
+            name: self.name.clone(),
+            member_id: self.id,
+            leader_id: m.current_leader.unwrap_or(0),
+            raft_term: m.current_term,
+            commit_index: self.shared.committed.load(Ordering::Relaxed),
+            applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+            db_size: DataDir::size(&self.data_path),
+            is_learner: !voters.contains(&self.id),
+            revision: self.shared.revision.load(Ordering::Acquire),
+            compact_revision: self.shared.compact_revision.load(Ordering::Acquire),
+            address: self.addr.clone(),
+        }
+    }
+
+    /// A response header describing this master now.
+    pub fn header(&self) -> pb::ResponseHeader {
+        pb::ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.id,
+            revision: self.shared.revision.load(Ordering::Acquire),
+            raft_term: self.raft.metrics().borrow().current_term,
+        }
+    }
+}
+
+fn raft_write_error(e: RaftError<NodeId, ClientWriteError<NodeId, Member>>) -> Error {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => Error::NoLeader,
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+            Error::FailedPrecondition(e.to_string())
+        }
+        RaftError::Fatal(_) => Error::ShuttingDown,
+    }
+}

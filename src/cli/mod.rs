@@ -1,0 +1,49 @@
+//! The client verbs of the `rafter` binary.
+//!
+//! - `config`: finds the masters (`--endpoints`, `$RAFTER_ENDPOINTS`, the
+//!   config file).
+//! - `kv`: `rafter kv put|get|del|watch|txn|lease`, etcdctl-like.
+//! - `txn`: the text format `rafter kv txn` reads.
+//! - `cluster`: `rafter cluster status|members|add|remove`.
+//! - `local`: `rafter local up|down|status`, a cluster of masters on this
+//!   machine for trying Rafter out.
+//! - `output`: tables, JSON views and number formats shared by the above.
+//!
+//! Every verb is a function from parsed arguments to printed output; all
+//! talking to masters goes through [`rafter_client::Client`].
+
+pub mod cluster;
+pub mod config;
+pub mod kv;
+pub mod local;
+pub mod output;
+pub mod txn;
+
+use clap::Args;
+use rafter_client::Client;
+
+/// Options every client verb accepts, before or after the verb.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Masters to talk to, comma-separated host:port. Default: $RAFTER_ENDPOINTS,
+    /// else the `endpoints` line of $RAFTER_CONFIG or ~/.rafter/config.
+    #[arg(long, global = true, value_name = "HOST:PORT,...")]
+    pub endpoints: Option<String>,
+}
+
+impl GlobalArgs {
+    /// A client for the configured masters.
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        let endpoints = config::resolve_endpoints(self.endpoints.as_deref())?;
+        Ok(Client::connect(endpoints).await?)
+    }
+}
+
+/// Resolves when the user presses Ctrl-C (or the process gets SIGINT).
+/// If the handler cannot be installed, never resolves: the default
+/// disposition still ends the process.
+pub async fn ctrl_c() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
