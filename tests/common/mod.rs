@@ -1,0 +1,333 @@
+//! Real multi-process clusters for the integration tests: `rafter server`
+//! processes on 127.0.0.1 with free ports and temporary data directories,
+//! which tests kill, pause, restart and extend.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Child;
+use std::process::Command;
+use std::process::Stdio;
+use std::time::Duration;
+use std::time::Instant;
+
+use rafter_client::Client;
+use rafter_client::ClientOptions;
+
+/// The `rafter` binary under test.
+pub fn rafter_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_rafter"))
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// One master process.
+pub struct Master {
+    pub name: String,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    /// Flags that say how it joins (`--initial-cluster ...` or `--join ...`).
+    pub bootstrap: Vec<String>,
+    pub child: Option<Child>,
+}
+
+/// A cluster of master processes.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub masters: Vec<Master>,
+    /// Extra flags given to every master.
+    pub extra: Vec<String>,
+}
+
+/// Flags that make elections and snapshots quick enough for tests.
+pub const FAST: &[&str] = &["--heartbeat-ms", "50", "--election-timeout-ms", "300"];
+
+impl Cluster {
+    /// Starts `n` masters forming a new cluster.
+    pub fn start(n: usize, extra: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let names: Vec<(String, String)> = (1..=n)
+            .map(|i| (format!("m{i}"), format!("127.0.0.1:{}", free_port())))
+            .collect();
+        let initial = names
+            .iter()
+            .map(|(n, a)| format!("{n}={a}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Cluster {
+            masters: Vec::new(),
+            extra: FAST.iter().chain(extra).map(|s| s.to_string()).collect(),
+            dir,
+        };
+        for (name, addr) in names {
+            let m = cluster.master(
+                &name,
+                &addr,
+                vec!["--initial-cluster".into(), initial.clone()],
+            );
+            cluster.masters.push(m);
+        }
+        for i in 0..n {
+            cluster.restart(i);
+        }
+        cluster
+    }
+
+    fn master(&self, name: &str, addr: &str, bootstrap: Vec<String>) -> Master {
+        Master {
+            name: name.into(),
+            addr: addr.into(),
+            data_dir: self.dir.path().join(name),
+            log: self.dir.path().join(format!("{name}.log")),
+            bootstrap,
+            child: None,
+        }
+    }
+
+    /// Adds a master that joins through the current members (not started
+    /// until [`Cluster::restart`] is called with its index).
+    pub fn add_joiner(&mut self, name: &str) -> usize {
+        let seeds = self
+            .masters
+            .iter()
+            .map(|m| m.addr.clone())
+            .collect::<Vec<_>>()
+            .join(",");
+        let addr = format!("127.0.0.1:{}", free_port());
+        let m = self.master(name, &addr, vec!["--join".into(), seeds]);
+        self.masters.push(m);
+        self.masters.len() - 1
+    }
+
+    /// (Re)starts master `i` with its data directory and flags.
+    pub fn restart(&mut self, i: usize) {
+        let extra = self.extra.clone();
+        let m = &mut self.masters[i];
+        assert!(m.child.is_none(), "{} is already running", m.name);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&m.log)
+            .expect("open log");
+        let child = Command::new(rafter_bin())
+            .args(["server", "--name", &m.name, "--listen", &m.addr])
+            .arg("--data-dir")
+            .arg(&m.data_dir)
+            .args(&m.bootstrap)
+            .args(&extra)
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn rafter server");
+        m.child = Some(child);
+    }
+
+    /// kill -9 of master `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.masters[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends `signal` (e.g. "-STOP", "-CONT", "-TERM") to master `i`.
+    pub fn signal(&self, i: usize, signal: &str) {
+        let pid = self.masters[i].child.as_ref().expect("running").id();
+        let ok = Command::new("kill")
+            .arg(signal)
+            .arg(pid.to_string())
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+    }
+
+    /// SIGTERM and wait for master `i` to exit; returns its exit status.
+    pub fn stop(&mut self, i: usize) -> std::process::ExitStatus {
+        self.signal(i, "-TERM");
+        let mut c = self.masters[i].child.take().expect("running");
+        c.wait().expect("wait")
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.masters.iter().map(|m| m.addr.clone()).collect()
+    }
+
+    pub fn endpoint_flag(&self) -> String {
+        self.endpoints().join(",")
+    }
+
+    /// A client that knows every master.
+    pub async fn client(&self) -> Client {
+        self.client_for(&self.endpoints()).await
+    }
+
+    /// A client that knows only the given endpoints.
+    pub async fn client_for(&self, endpoints: &[String]) -> Client {
+        let options = ClientOptions {
+            request_timeout: Duration::from_secs(3),
+            overall_timeout: Duration::from_secs(30),
+            ..ClientOptions::default()
+        };
+        Client::connect_with_options(endpoints, options)
+            .await
+            .expect("client")
+    }
+
+    /// Index of the master that reports itself leader, waiting up to 30 s
+    /// for exactly one running master to say so and the others to agree.
+    pub async fn leader(&self) -> usize {
+        let client = self.client().await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut leaders = Vec::new();
+            let mut leader_ids = Vec::new();
+            for (i, m) in self.masters.iter().enumerate() {
+                if m.child.is_none() {
+                    continue;
+                }
+                if let Ok(s) = client.status_of(&m.addr).await {
+                    if s.leader_id == s.member_id && s.leader_id != 0 {
+                        leaders.push(i);
+                    }
+                    leader_ids.push(s.leader_id);
+                }
+            }
+            let agree =
+                !leader_ids.is_empty() && leader_ids.iter().all(|l| *l == leader_ids[0] && *l != 0);
+            if leaders.len() == 1 && agree {
+                return leaders[0];
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no single agreed leader within 30 s: {leaders:?} {leader_ids:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until master `i` has applied at least `index`.
+    pub async fn wait_applied(&self, i: usize, index: u64) {
+        let client = self.client().await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(s) = client.status_of(&self.masters[i].addr).await {
+                if s.applied_index >= index {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not apply index {index} within 60 s",
+                self.masters[i].name
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Runs `rafter ARGS` with this cluster's endpoints; returns (success,
+    /// stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(rafter_bin())
+            .args(args)
+            .env("RAFTER_ENDPOINTS", self.endpoint_flag())
+            .env("RAFTER_CONFIG", self.dir.path().join("no-config"))
+            .output()
+            .expect("run rafter");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.masters.len() {
+            if let Some(c) = self.masters[i].child.as_ref() {
+                // Resume paused masters so they can be killed cleanly.
+                let _ = Command::new("kill")
+                    .arg("-CONT")
+                    .arg(c.id().to_string())
+                    .status();
+            }
+            self.kill(i);
+        }
+        if std::thread::panicking() {
+            for m in &self.masters {
+                let text = std::fs::read_to_string(&m.log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                eprintln!("==== last lines of {} ====", m.name);
+                for l in tail.into_iter().rev() {
+                    eprintln!("{l}");
+                }
+            }
+        }
+    }
+}
+
+/// Full range of every key (serializable) on one master.
+pub async fn dump(client: &Client, addr: &str) -> Vec<(Vec<u8>, Vec<u8>, u64)> {
+    let one = rafter_client::Client::connect([addr])
+        .await
+        .expect("client");
+    let _ = client;
+    let resp = one
+        .range(rafter_proto::kv::RangeRequest {
+            key: Vec::new(),
+            prefix: true,
+            serializable: true,
+            ..Default::default()
+        })
+        .await
+        .expect("range");
+    resp.kvs
+        .into_iter()
+        .map(|kv| (kv.key, kv.value, kv.mod_revision))
+        .collect()
+}
+
+impl Cluster {
+    /// Like [`Cluster::start`], with flags for each master on top of
+    /// `extra` (e.g. its own `--metrics-listen` port): `per_master(i)` gives
+    /// the flags of master `i`.
+    pub fn start_each(
+        n: usize,
+        extra: &[&str],
+        per_master: impl Fn(usize) -> Vec<String>,
+    ) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let names: Vec<(String, String)> = (1..=n)
+            .map(|i| (format!("m{i}"), format!("127.0.0.1:{}", free_port())))
+            .collect();
+        let initial = names
+            .iter()
+            .map(|(n, a)| format!("{n}={a}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Cluster {
+            masters: Vec::new(),
+            extra: FAST.iter().chain(extra).map(|s| s.to_string()).collect(),
+            dir,
+        };
+        for (i, (name, addr)) in names.into_iter().enumerate() {
+            // The per-master flags ride along with the bootstrap flags, so
+            // `restart` passes them again.
+            let mut flags = vec!["--initial-cluster".to_string(), initial.clone()];
+            flags.extend(per_master(i));
+            let m = cluster.master(&name, &addr, flags);
+            cluster.masters.push(m);
+        }
+        for i in 0..n {
+            cluster.restart(i);
+        }
+        cluster
+    }
+}
