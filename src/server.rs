@@ -265,7 +265,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-        r = &mut Box::pin(async { grpc.await }) => {
+        r = &mut Box::pin(grpc) => {
             bail!("gRPC server stopped: {:?}", r);
         }
     }

@@ -293,11 +293,10 @@ impl<'a> ApplyTx<'a> {
             k.extend_from_slice(&u64_key(w.seq));
             k
         });
-        if let Some(k) = &dedup_key {
-            if let Some(previous) = self.dedup_get(k) {
+        if let Some(k) = &dedup_key
+            && let Some(previous) = self.dedup_get(k) {
                 return previous;
             }
-        }
         let result = match proposal.op {
             None => error(Code::InvalidArgument, "proposal has no operation"),
             Some(Op::Put(req)) => {
@@ -371,11 +370,10 @@ impl<'a> ApplyTx<'a> {
             value: req.value,
             lease: req.lease,
         };
-        if let Some(p) = &prev {
-            if p.lease != 0 && p.lease != req.lease {
+        if let Some(p) = &prev
+            && p.lease != 0 && p.lease != req.lease {
                 self.attach(p.lease, &req.key, false);
             }
-        }
         if req.lease != 0 {
             self.attach(req.lease, &req.key, true);
         }
@@ -564,8 +562,8 @@ impl<'a> ApplyTx<'a> {
 
     fn remove_lease(&mut self, rev: &mut Rev, id: i64) {
         for key in self.lease_key_list(id) {
-            if let Some(prev) = self.get(&key) {
-                if prev.lease == id {
+            if let Some(prev) = self.get(&key)
+                && prev.lease == id {
                     self.remove_kv(&key);
                     rev.events.push(pb::Event {
                         r#type: pb::event::EventType::Delete as i32,
@@ -577,7 +575,6 @@ impl<'a> ApplyTx<'a> {
                         prev_kv: Some(prev),
                     });
                 }
-            }
             self.attach(id, &key, false);
         }
         self.batch.delete_cf(self.cf(CF_LEASE), u64_key(id as u64));

@@ -153,15 +153,14 @@ impl DataDir {
                 expected: name.to_string(),
             });
         }
-        if let Some(expected) = cluster_id {
-            if id.cluster_id != expected {
+        if let Some(expected) = cluster_id
+            && id.cluster_id != expected {
                 return Err(DataDirError::OtherCluster {
                     path: self.path.clone(),
                     found: id.cluster_id,
                     expected,
                 });
             }
-        }
         Ok(())
     }
 
