@@ -87,7 +87,7 @@ async fn put_sent_to_a_follower_is_linearizably_readable_from_every_master() {
         .expect("put via follower");
     let revision = put.header.expect("header").revision;
     for m in &cluster.masters {
-        let only = cluster.client_for(&[m.addr.clone()]).await;
+        let only = cluster.client_for(std::slice::from_ref(&m.addr)).await;
         // Linearizable (the default): must see the write at once.
         let resp = only
             .range(pb::RangeRequest {
@@ -469,7 +469,7 @@ async fn write_retried_with_the_same_id_after_leader_change_is_applied_once() {
     let client = cluster.client().await;
     let id = client.next_write_id();
     let first = client
-        .put_with_id("once", "v1", 0, false, id.clone())
+        .put_with_id("once", "v1", 0, false, id)
         .await
         .unwrap();
     let first_rev = first.header.unwrap().revision;

@@ -7,7 +7,7 @@
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use rafter_client::MemberStatus;
-use rafter_proto::kv::Member;
+use rafter_proto::kv::{Member, StatusResponse};
 use serde_json::{Value, json};
 
 use super::GlobalArgs;
@@ -61,30 +61,44 @@ pub async fn run(global: &GlobalArgs, command: ClusterCommand) -> anyhow::Result
                 .await
                 .with_context(|| format!("adding member {name:?} at {address}"))?;
             let id = resp.member.map_or(0, |m| m.id);
-            println!("member {name:?} added with ID {}", id_hex(id));
+            outln!("member {name:?} added with ID {}", id_hex(id))?;
         }
         ClusterCommand::Remove { name } => {
             client
                 .member_remove(&name)
                 .await
                 .with_context(|| format!("removing member {name:?}"))?;
-            println!("member {name:?} removed");
+            outln!("member {name:?} removed")?;
         }
     }
     Ok(())
 }
 
+/// Whether `s` is the leader: it says so, and no reachable master is in a
+/// later term. A master that was leader and restarts may claim its old
+/// term's leadership until it hears from the new leader; that claim is
+/// stale, not leadership.
+pub fn is_leader(s: &StatusResponse, statuses: &[MemberStatus]) -> bool {
+    let latest_term = statuses
+        .iter()
+        .filter_map(|m| m.status.as_ref().ok())
+        .map(|s| s.raft_term)
+        .max()
+        .unwrap_or(0);
+    s.leader_id != 0 && s.leader_id == s.member_id && s.raft_term == latest_term
+}
+
 /// Prints the answers of [`rafter_client::Client::cluster_status`].
 pub fn print_status(statuses: &[MemberStatus], format: TableFormat) -> anyhow::Result<()> {
     if format == TableFormat::Json {
-        let rows: Vec<Value> = statuses.iter().map(status_json).collect();
+        let rows: Vec<Value> = statuses.iter().map(|m| status_json(m, statuses)).collect();
         print_json(&Value::Array(rows))?;
         return Ok(());
     }
-    print!(
+    out!(
         "{}",
         status_table(statuses, format == TableFormat::Wide).render()
-    );
+    )?;
     Ok(())
 }
 
@@ -111,7 +125,7 @@ fn status_table(statuses: &[MemberStatus], wide: bool) -> Table {
                     },
                     id_hex(s.member_id),
                     m.address.clone(),
-                    (s.leader_id != 0 && s.leader_id == s.member_id).to_string(),
+                    is_leader(s, statuses).to_string(),
                     s.raft_term.to_string(),
                     s.commit_index.to_string(),
                     s.applied_index.to_string(),
@@ -161,13 +175,13 @@ fn short_error(e: &rafter_client::Error) -> String {
     }
 }
 
-fn status_json(m: &MemberStatus) -> Value {
+fn status_json(m: &MemberStatus, statuses: &[MemberStatus]) -> Value {
     match &m.status {
         Ok(s) => json!({
             "name": if s.name.is_empty() { &m.name } else { &s.name },
             "id": id_hex(s.member_id),
             "address": m.address,
-            "leader": s.leader_id != 0 && s.leader_id == s.member_id,
+            "leader": is_leader(s, statuses),
             "leader_id": id_hex(s.leader_id),
             "raft_term": s.raft_term,
             "commit_index": s.commit_index,
@@ -218,7 +232,6 @@ fn print_members(members: &[Member], format: TableFormat) -> anyhow::Result<()> 
 #[cfg(test)]
 mod tests {
     use rafter_client::Error;
-    use rafter_proto::kv::StatusResponse;
 
     use super::*;
 
@@ -261,5 +274,28 @@ mod tests {
         );
         assert!(lines[2].starts_with("m2 "), "{text}");
         assert!(lines[2].ends_with("connection refused"), "{text}");
+    }
+
+    #[test]
+    fn a_stale_claim_from_an_older_term_is_not_leadership() {
+        let member = |id: u64, leader_id: u64, raft_term: u64| MemberStatus {
+            name: format!("m{id}"),
+            id,
+            address: String::new(),
+            is_learner: false,
+            status: Ok(StatusResponse {
+                member_id: id,
+                leader_id,
+                raft_term,
+                ..Default::default()
+            }),
+        };
+        // m3 was leader in term 1 and restarted; m2 leads term 2.
+        let statuses = vec![member(2, 2, 2), member(3, 3, 1)];
+        let leaders: Vec<bool> = statuses
+            .iter()
+            .map(|m| is_leader(m.status.as_ref().unwrap(), &statuses))
+            .collect();
+        assert_eq!(leaders, [true, false]);
     }
 }

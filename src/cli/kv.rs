@@ -80,7 +80,8 @@ pub struct GetArgs {
     /// Print only the number of matching keys.
     #[arg(long)]
     count_only: bool,
-    /// Output format.
+    /// Output format. In JSON, keys and values are strings when they are
+    /// UTF-8, else base64 under `key_base64` / `value_base64`.
     #[arg(short, long, value_enum, default_value_t = KvFormat::Simple)]
     output: KvFormat,
 }
@@ -106,7 +107,9 @@ pub struct WatchArgs {
     /// Start at this revision (replaying history from there) instead of now.
     #[arg(long, value_name = "N")]
     rev: Option<u64>,
-    /// Output format: json prints one object per event and line.
+    /// Output format: json prints one object per event and line, with
+    /// revision, type, key and value (`key_base64` / `value_base64` when
+    /// not UTF-8).
     #[arg(short, long, value_enum, default_value_t = KvFormat::Simple)]
     output: KvFormat,
 }
@@ -154,7 +157,7 @@ pub async fn run(global: &GlobalArgs, command: KvCommand) -> anyhow::Result<()> 
         KvCommand::Get(a) => get(&client, a).await,
         KvCommand::Del(a) => {
             let resp = client.delete(a.key, a.prefix, false).await?;
-            println!("{}", resp.deleted);
+            outln!("{}", resp.deleted)?;
             Ok(())
         }
         KvCommand::Watch(a) => watch(&client, a).await,
@@ -181,7 +184,7 @@ async fn put(client: &Client, a: PutArgs) -> anyhow::Result<()> {
         }
     };
     client.put(a.key, value, lease, false).await?;
-    println!("OK");
+    outln!("OK")?;
     Ok(())
 }
 
@@ -339,11 +342,11 @@ async fn lease(client: &Client, command: LeaseCommand) -> anyhow::Result<()> {
                 bail!("TTL must be a positive number of seconds, got {ttl}");
             }
             let resp = client.lease_grant(ttl).await?;
-            println!(
+            outln!(
                 "lease {} granted with TTL({}s)",
                 lease_hex(resp.id),
                 resp.ttl
-            );
+            )?;
         }
         LeaseCommand::KeepAlive { id, once } => {
             let id = parse_lease_id(&id)?;
@@ -355,7 +358,7 @@ async fn lease(client: &Client, command: LeaseCommand) -> anyhow::Result<()> {
                 if resp.ttl <= 0 {
                     bail!("lease {} expired or revoked", lease_hex(id));
                 }
-                println!("lease {} keepalived with TTL({})", lease_hex(id), resp.ttl);
+                outln!("lease {} keepalived with TTL({})", lease_hex(id), resp.ttl)?;
                 if once {
                     break;
                 }
@@ -374,7 +377,7 @@ async fn lease(client: &Client, command: LeaseCommand) -> anyhow::Result<()> {
                 .lease_revoke(id)
                 .await
                 .with_context(|| format!("revoking lease {}", lease_hex(id)))?;
-            println!("lease {} revoked", lease_hex(id));
+            outln!("lease {} revoked", lease_hex(id))?;
         }
     }
     Ok(())

@@ -31,7 +31,7 @@ use clap::{Args, Subcommand};
 use rafter_client::{Client, ClientOptions, MemberStatus};
 use tokio::time::Instant;
 
-use super::cluster::print_status;
+use super::cluster::{is_leader, print_status};
 use super::config::{self, ClientConfig};
 use super::output::{Table, TableFormat};
 
@@ -197,11 +197,11 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
             {
                 bail!(
                     "{} holds a cluster of {} masters from port {}; run `up` with the same \
-                     flags (or none), or `rafter local down` and delete the directory to \
-                     start afresh",
+                     flags (or none), or `{}` and delete the directory to start afresh",
                     shown_dir.display(),
                     stored.masters,
-                    stored.base_port
+                    stored.base_port,
+                    with_dir("rafter local down", &shown_dir)
                 );
             }
             stored
@@ -223,7 +223,7 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
         if let Some(pid) = read_pid(&pid_path)?
             && is_running(pid, &data_dir)
         {
-            println!("master {} already running (pid {pid})", m.name);
+            outln!("master {} already running (pid {pid})", m.name)?;
             continue;
         }
         let log_path = dir.join(format!("{}.log", m.name));
@@ -250,13 +250,13 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
             .with_context(|| format!("starting master {}", m.name))?;
         fs::write(&pid_path, format!("{}\n", child.id()))
             .with_context(|| format!("writing {}", pid_path.display()))?;
-        println!(
+        outln!(
             "master {} started (pid {}, listening on {}, log {})",
             m.name,
             child.id(),
             m.address,
             shown_dir.join(format!("{}.log", m.name)).display()
-        );
+        )?;
         started.push(Started {
             name: m.name,
             log_path,
@@ -264,7 +264,7 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
         });
     }
 
-    println!("Waiting for a leader...");
+    outln!("Waiting for a leader...")?;
     let (leader, statuses) = wait_for_leader(&layout, &mut started)
         .await
         .with_context(|| {
@@ -283,25 +283,25 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
     let user_config = config::config_path()?;
     config.write(&user_config)?;
 
-    println!(
+    outln!(
         "Cluster is up: {} masters, leader {leader}.\n",
         layout.masters
-    );
+    )?;
     print_status(&statuses, TableFormat::Table)?;
-    println!(
+    outln!(
         "\nClient config written to {} (and {}).",
         user_config.display(),
         shown_dir.join("config").display()
-    );
-    println!("Next, try:");
-    println!("  rafter kv put hello world");
-    println!("  rafter kv get hello");
-    println!("  rafter cluster status");
-    println!(
+    )?;
+    outln!("Next, try:")?;
+    outln!("  rafter kv put hello world")?;
+    outln!("  rafter kv get hello")?;
+    outln!("  rafter cluster status")?;
+    outln!(
         "Stop the masters with `{}`; `{}` resumes them from their data.",
         with_dir("rafter local down", &shown_dir),
         with_dir("rafter local up", &shown_dir)
-    );
+    )?;
     Ok(())
 }
 
@@ -349,10 +349,10 @@ async fn wait_for_leader(
     }
 }
 
-/// The name of the master that says it is the leader, if one does.
+/// The name of the leader, if there is one (see [`is_leader`]).
 fn leader_name(statuses: &[MemberStatus]) -> Option<String> {
     statuses.iter().find_map(|m| match &m.status {
-        Ok(s) if s.leader_id != 0 && s.leader_id == s.member_id => Some(if s.name.is_empty() {
+        Ok(s) if is_leader(s, statuses) => Some(if s.name.is_empty() {
             m.name.clone()
         } else {
             s.name.clone()
@@ -364,7 +364,7 @@ fn leader_name(statuses: &[MemberStatus]) -> Option<String> {
 async fn down(a: DirArgs) -> anyhow::Result<()> {
     let shown_dir = a.dir;
     if !shown_dir.exists() {
-        println!("no local cluster in {}", shown_dir.display());
+        outln!("no local cluster in {}", shown_dir.display())?;
         return Ok(());
     }
     let dir = shown_dir.canonicalize()?;
@@ -378,12 +378,12 @@ async fn down(a: DirArgs) -> anyhow::Result<()> {
             signal(pid, "TERM")?;
             stopping.push((name, pid_path, pid));
         } else {
-            println!("master {name} was not running");
+            outln!("master {name} was not running")?;
             remove(&pid_path)?;
         }
     }
     if stopping.is_empty() && pid_files(&dir)?.is_empty() {
-        println!("no local masters are running in {}", shown_dir.display());
+        outln!("no local masters are running in {}", shown_dir.display())?;
     }
 
     let deadline = Instant::now() + STOP_WAIT;
@@ -394,17 +394,17 @@ async fn down(a: DirArgs) -> anyhow::Result<()> {
             if is_running(pid, &dir.join(&name)) {
                 still.push((name, pid_path, pid));
             } else {
-                println!("master {name} stopped (pid {pid})");
+                outln!("master {name} stopped (pid {pid})")?;
                 remove(&pid_path)?;
             }
         }
         stopping = still;
         if !killed && Instant::now() >= deadline {
             for (name, _, pid) in &stopping {
-                println!(
+                outln!(
                     "master {name} did not stop within {}s; killing it (pid {pid})",
                     STOP_WAIT.as_secs()
-                );
+                )?;
                 signal(*pid, "KILL")?;
             }
             killed = true;
@@ -417,11 +417,11 @@ async fn down(a: DirArgs) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    println!(
+    outln!(
         "Data is kept in {}; `{}` resumes the cluster.",
         shown_dir.display(),
         with_dir("rafter local up", &shown_dir)
-    );
+    )?;
     Ok(())
 }
 
@@ -459,7 +459,7 @@ async fn status(a: DirArgs) -> anyhow::Result<()> {
     }
     table.print()?;
     if any_running {
-        println!();
+        outln!()?;
         let options = ClientOptions {
             request_timeout: Duration::from_secs(2),
             overall_timeout: Duration::from_secs(4),

@@ -12,6 +12,23 @@
 //! Every verb is a function from parsed arguments to printed output; all
 //! talking to masters goes through [`rafter_client::Client`].
 
+/// `print!` that returns an `io::Result` instead of panicking when stdout
+/// is closed (`rafter ... | head`); `main` exits quietly on that error.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout(), $($arg)*)
+    }};
+}
+
+/// `println!` that returns an `io::Result`; see `out!`.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*)
+    }};
+}
+
 pub mod cluster;
 pub mod config;
 pub mod kv;

@@ -127,6 +127,9 @@ fn parse_compare(line: &str) -> anyhow::Result<Compare> {
     } else {
         bail!("expected one of =, !=, >, < after the key");
     };
+    if lx.rest.starts_with('=') && matches!(result, CompareResult::Greater | CompareResult::Less) {
+        bail!(">= and <= are not supported: compare with > N-1 or < N+1 instead");
+    }
     let value = lx.token(&[])?.context("missing value after the operator")?;
     lx.end()?;
 
@@ -347,6 +350,8 @@ mod tests {
         let err = parse_compare(r#"mod("k") = x"#).unwrap_err().to_string();
         assert!(err.contains("expected a number"), "{err}");
         assert!(parse_compare(r#"value("k") "v""#).is_err());
+        let err = parse_compare(r#"mod("k") >= 3"#).unwrap_err().to_string();
+        assert!(err.contains(">= and <= are not supported"), "{err}");
     }
 
     #[test]
