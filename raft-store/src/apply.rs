@@ -294,9 +294,10 @@ impl<'a> ApplyTx<'a> {
             k
         });
         if let Some(k) = &dedup_key
-            && let Some(previous) = self.dedup_get(k) {
-                return previous;
-            }
+            && let Some(previous) = self.dedup_get(k)
+        {
+            return previous;
+        }
         let result = match proposal.op {
             None => error(Code::InvalidArgument, "proposal has no operation"),
             Some(Op::Put(req)) => {
@@ -371,9 +372,11 @@ impl<'a> ApplyTx<'a> {
             lease: req.lease,
         };
         if let Some(p) = &prev
-            && p.lease != 0 && p.lease != req.lease {
-                self.attach(p.lease, &req.key, false);
-            }
+            && p.lease != 0
+            && p.lease != req.lease
+        {
+            self.attach(p.lease, &req.key, false);
+        }
         if req.lease != 0 {
             self.attach(req.lease, &req.key, true);
         }
@@ -563,18 +566,19 @@ impl<'a> ApplyTx<'a> {
     fn remove_lease(&mut self, rev: &mut Rev, id: i64) {
         for key in self.lease_key_list(id) {
             if let Some(prev) = self.get(&key)
-                && prev.lease == id {
-                    self.remove_kv(&key);
-                    rev.events.push(pb::Event {
-                        r#type: pb::event::EventType::Delete as i32,
-                        kv: Some(pb::KeyValue {
-                            key: key.clone(),
-                            mod_revision: rev.rev,
-                            ..Default::default()
-                        }),
-                        prev_kv: Some(prev),
-                    });
-                }
+                && prev.lease == id
+            {
+                self.remove_kv(&key);
+                rev.events.push(pb::Event {
+                    r#type: pb::event::EventType::Delete as i32,
+                    kv: Some(pb::KeyValue {
+                        key: key.clone(),
+                        mod_revision: rev.rev,
+                        ..Default::default()
+                    }),
+                    prev_kv: Some(prev),
+                });
+            }
             self.attach(id, &key, false);
         }
         self.batch.delete_cf(self.cf(CF_LEASE), u64_key(id as u64));

@@ -154,13 +154,14 @@ impl DataDir {
             });
         }
         if let Some(expected) = cluster_id
-            && id.cluster_id != expected {
-                return Err(DataDirError::OtherCluster {
-                    path: self.path.clone(),
-                    found: id.cluster_id,
-                    expected,
-                });
-            }
+            && id.cluster_id != expected
+        {
+            return Err(DataDirError::OtherCluster {
+                path: self.path.clone(),
+                found: id.cluster_id,
+                expected,
+            });
+        }
         Ok(())
     }
 
