@@ -493,3 +493,109 @@ async fn write_retried_with_the_same_id_after_leader_change_is_applied_once() {
     assert!(second.header.unwrap().revision > first_rev);
     assert_eq!(client.get("once").await.unwrap().unwrap().version, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn range_at_a_past_revision_sees_the_state_of_that_revision() {
+    let cluster = Cluster::start(3, &[]);
+    cluster.leader().await;
+    let client = cluster.client().await;
+    let r1 = client
+        .put("p/a", "1", 0, false)
+        .await
+        .unwrap()
+        .header
+        .unwrap()
+        .revision;
+    let r2 = client
+        .put("p/a", "2", 0, false)
+        .await
+        .unwrap()
+        .header
+        .unwrap()
+        .revision;
+    client.delete("p/a", false, false).await.unwrap();
+    client.put("p/b", "3", 0, false).await.unwrap();
+    let at = |rev: u64| {
+        let client = client.clone();
+        async move {
+            let req = pb::RangeRequest {
+                key: b"p/".to_vec(),
+                prefix: true,
+                revision: rev,
+                ..Default::default()
+            };
+            let resp = client.range(req).await.unwrap();
+            resp.kvs
+                .into_iter()
+                .map(|kv| {
+                    (
+                        String::from_utf8(kv.key).unwrap(),
+                        String::from_utf8(kv.value).unwrap(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(at(r1).await, vec![("p/a".to_string(), "1".to_string())]);
+    assert_eq!(at(r2).await, vec![("p/a".to_string(), "2".to_string())]);
+    assert_eq!(at(0).await, vec![("p/b".to_string(), "3".to_string())]);
+    let future = client
+        .range(pb::RangeRequest {
+            key: b"p/".to_vec(),
+            prefix: true,
+            revision: r2 + 100,
+            ..Default::default()
+        })
+        .await;
+    assert!(future.is_err(), "a future revision is refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kv_cli_puts_gets_deletes_runs_txns_and_grants_leases() {
+    let cluster = Cluster::start(3, &[]);
+    cluster.leader().await;
+    let (ok, out, err) = cluster.cli(&["kv", "put", "tour/hello", "world"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "OK");
+    let (ok, out, _) = cluster.cli(&["kv", "get", "tour/hello"]);
+    assert!(ok);
+    assert_eq!(out, "tour/hello\nworld\n");
+    let (ok, out, _) = cluster.cli(&["kv", "get", "tour/", "--prefix", "-o", "json"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["kvs"][0]["key"], "tour/hello");
+    assert_eq!(v["kvs"][0]["value"], "world");
+    assert_eq!(v["count"], 1);
+
+    let dir = tempfile::tempdir().unwrap();
+    let txn = dir.path().join("txn");
+    std::fs::write(
+        &txn,
+        "value(\"tour/hello\") = \"world\"\n---\nput tour/hello moon\n---\nget tour/hello\n",
+    )
+    .unwrap();
+    let (ok, out, err) = cluster.cli(&["kv", "txn", "--file", txn.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("SUCCESS"), "{out}");
+    let (ok, out, _) = cluster.cli(&["kv", "txn", "--file", txn.to_str().unwrap()]);
+    assert!(ok);
+    assert!(out.starts_with("FAILURE"), "{out}");
+
+    let (ok, out, err) = cluster.cli(&["kv", "lease", "grant", "30"]);
+    assert!(ok, "{err}");
+    let id = out.split_whitespace().nth(1).expect("lease id").to_string();
+    let (ok, _, err) = cluster.cli(&["kv", "put", "tour/leased", "x", "--lease", &id]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = cluster.cli(&["kv", "lease", "revoke", &id]);
+    assert!(ok, "{err}");
+    let (ok, out, _) = cluster.cli(&["kv", "get", "tour/leased"]);
+    assert!(ok);
+    assert_eq!(out, "", "revoking the lease deletes its keys");
+
+    let (ok, out, _) = cluster.cli(&["kv", "del", "tour/", "--prefix"]);
+    assert!(ok);
+    assert_eq!(out.trim(), "1");
+    let (ok, _, err) = cluster.cli(&["kv", "put", "tour/x", "y", "--lease", "ffff"]);
+    assert!(!ok, "a put with an unknown lease fails");
+    assert!(err.contains("lease ffff not found"), "{err}");
+}

@@ -64,8 +64,10 @@ pub struct NodeOptions {
     pub max_batch: usize,
     /// Log entries proposed and not yet applied at most.
     pub max_in_flight: usize,
-    /// How long a request waits for a leader before failing.
+    /// How long a request may take on this master before failing.
     pub request_timeout: Duration,
+    /// How long a request waits for an unknown leader to appear.
+    pub leader_wait: Duration,
 }
 
 impl Default for NodeOptions {
@@ -82,6 +84,7 @@ impl Default for NodeOptions {
             max_batch: 1024,
             max_in_flight: 4,
             request_timeout: Duration::from_secs(10),
+            leader_wait: Duration::from_secs(2),
         }
     }
 }
@@ -223,8 +226,11 @@ impl Node {
         self.raft.metrics().borrow().state == ServerState::Leader
     }
 
-    /// Waits until some leader is known, up to `deadline`.
+    /// Waits until some leader is known, up to `deadline` but no longer than
+    /// `leader_wait`: a master without a leader answers "unavailable" soon,
+    /// so the client tries another one instead of waiting here.
     async fn wait_leader(&self, deadline: Instant) -> Result<(NodeId, Member), Error> {
+        let deadline = deadline.min(Instant::now() + self.options.leader_wait);
         let mut rx = self.raft.metrics();
         loop {
             if let Some(l) = self.leader() {

@@ -233,6 +233,11 @@ impl Kv for KvService {
                 req.limit
             )));
         }
+        if req.key.is_empty() && !req.prefix {
+            return Err(Status::invalid_argument(
+                "key is empty: give a key, or set prefix to read every key",
+            ));
+        }
         if !req.serializable {
             self.node.read_barrier().await.map_err(status_of)?;
         }
