@@ -165,7 +165,11 @@ impl Node {
             .await
             .map_err(|e| Error::Raft(e.to_string()))?;
 
-        if let Bootstrap::Initial(members) = bootstrap {
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| Error::Raft(e.to_string()))?;
+        if let (Bootstrap::Initial(members), false) = (bootstrap, initialized) {
             let nodes: BTreeMap<NodeId, Member> = members
                 .into_iter()
                 .map(|m| (node_id_of(&m.name), m))
@@ -725,19 +729,35 @@ impl Node {
 
     /// This master's view for the Status RPC.
     pub fn status(&self) -> pb::StatusResponse {
-        let m = self.raft.metrics();
-        let m = m.borrow();
-        let voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
+        // Copy what is needed and release the metrics lock at once: it is a
+        // writer-preferring RwLock, so borrowing it again while holding it
+        // (as `header()` does) deadlocks with Raft publishing new metrics,
+        // and walking the data dir under it would stall Raft.
+        let (leader_id, raft_term, applied_index, is_learner) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            let is_voter = m
+                .membership_config
+                .membership()
+                .voter_ids()
+                .any(|id| id == self.id);
+            (
+                m.current_leader.unwrap_or(0),
+                m.current_term,
+                m.last_applied.map(|l| l.index).unwrap_or(0),
+                !is_voter,
+            )
+        };
         pb::StatusResponse {
             header: Some(self.header()),
             name: self.name.clone(),
             member_id: self.id,
-            leader_id: m.current_leader.unwrap_or(0),
-            raft_term: m.current_term,
+            leader_id,
+            raft_term,
             commit_index: self.shared.committed.load(Ordering::Relaxed),
-            applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+            applied_index,
             db_size: DataDir::size(&self.data_path),
-            is_learner: !voters.contains(&self.id),
+            is_learner,
             revision: self.shared.revision.load(Ordering::Acquire),
             compact_revision: self.shared.compact_revision.load(Ordering::Acquire),
             address: self.addr.clone(),

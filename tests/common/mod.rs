@@ -20,9 +20,39 @@ pub fn rafter_bin() -> PathBuf {
 }
 
 /// A port nobody listens on right now.
+///
+/// Picked at random below Linux's ephemeral range (32768–60999), not with
+/// `bind(0)`: the kernel hands out ephemeral ports to outgoing connections
+/// too, and with many clients and masters running at once one of them
+/// regularly took a port between this call and the master's bind (or
+/// before a restart), failing the master with "address already in use".
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    l.local_addr().expect("local addr").port()
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    // Never the same port twice in one test binary: ports handed out are
+    // usually bound only later.
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+        ^ (u64::from(std::process::id()) << 32);
+    loop {
+        // splitmix64 over seed + sequence: distinct per call and per process.
+        let mut z = seed.wrapping_add(
+            SEQ.fetch_add(1, Ordering::Relaxed)
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        let port = 20_000 + (z % 12_000) as u16;
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// One master process.
@@ -217,10 +247,10 @@ impl Cluster {
         let client = self.client().await;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(s) = client.status_of(&self.masters[i].addr).await {
-                if s.applied_index >= index {
-                    return;
-                }
+            if let Ok(s) = client.status_of(&self.masters[i].addr).await
+                && s.applied_index >= index
+            {
+                return;
             }
             assert!(
                 Instant::now() < deadline,
