@@ -5,13 +5,15 @@
 //! - [`types`]: openraft type configuration, `Member`, log payloads.
 //! - [`db`]: the one RocksDB per master and its column families.
 //! - [`log_store`]: the Raft log; appends are acknowledged after WAL fsync,
-//!   concurrent appends share one fsync.
+//!   the syncer thread would merge concurrent appends' fsyncs (openraft 0.9
+//!   issues one append at a time).
 //! - [`state_machine`] + [`apply`]: applying proposals (put, delete, txn,
 //!   leases, exactly-once table) atomically per batch; snapshots.
 //! - [`range`]: reads at the current or a past revision.
 //! - [`lease`]: the leader's lease clock.
 //! - [`network`]: the gRPC client side of Raft between masters.
-//! - [`node`]: one master: opens the store, runs Raft, batches proposals,
+//! - [`node`]: one master: opens the store, runs Raft, batches concurrent
+//!   proposals into one log entry (group commit: one append, one fsync),
 //!   forwards to the leader, linearizable reads, membership, compaction.
 //! - [`service`]: the gRPC servers (Raft transport, KV, Cluster).
 //! - [`watch`]: serving watch streams from history and live revisions.

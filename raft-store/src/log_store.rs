@@ -3,7 +3,10 @@
 //! `append` writes the entries into RocksDB at once (so they are readable
 //! when it returns) and hands the flush callback to the WAL syncer thread,
 //! which acknowledges them only after `fsync` of the write-ahead log. Appends
-//! that arrive while a sync is running share the next one (group commit).
+//! that arrive while a sync is running would share the next one; openraft
+//! 0.9's core waits for each append's flush, so in practice there is one at a
+//! time, and group commit comes from the proposer packing many client writes
+//! into one entry (`node::Node::run_proposer`).
 
 use std::fmt::Debug;
 use std::ops::Bound;

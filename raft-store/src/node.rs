@@ -258,8 +258,13 @@ impl Node {
         leader: &Member,
         req: &ForwardRequest,
     ) -> Result<ForwardResponse, Error> {
+        // Adding a member waits for it to catch up (up to a minute).
+        let timeout = match req {
+            ForwardRequest::AddMember { .. } => Duration::from_secs(70),
+            _ => self.options.request_timeout,
+        };
         self.peers
-            .forward(&leader.addr, req, self.options.request_timeout)
+            .forward(&leader.addr, req, timeout)
             .await
             .map_err(|s| Error::LeaderUnreachable {
                 addr: leader.addr.clone(),

@@ -13,6 +13,7 @@ use std::io::Read;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -75,6 +76,8 @@ pub struct Shared {
     /// after a snapshot install moved the revision.
     pub events: broadcast::Sender<Arc<pb::RevisionEvents>>,
     pub leases: LeaseClock,
+    /// Serializes writers of the snapshot file.
+    pub snapshot_lock: Arc<Mutex<()>>,
 }
 
 impl Shared {
@@ -88,6 +91,7 @@ impl Shared {
             committed: Arc::new(AtomicU64::new(0)),
             events,
             leases: LeaseClock::default(),
+            snapshot_lock: Arc::new(Mutex::new(())),
         })
     }
 
@@ -185,6 +189,7 @@ impl StateMachine {
 pub struct SnapshotBuilder {
     db: Arc<DB>,
     path: PathBuf,
+    lock: Arc<Mutex<()>>,
 }
 
 /// Encodes every state column family of a consistent RocksDB snapshot as
@@ -220,12 +225,22 @@ fn dump_state(db: &DB) -> Result<(Vec<u8>, Option<LogId>, Membership), StorageEr
     Ok((data, last_applied, membership))
 }
 
-/// Writes `[meta len u64][meta bincode][data]` to `path` atomically.
+/// Writes `[meta len u64][meta bincode][data]` to `path` atomically, unless
+/// the file there already holds a snapshot at least as new. `lock`
+/// serializes writers: openraft builds snapshots in a task of their own while
+/// installs run on the state-machine worker.
 fn save_snapshot_file(
     path: &PathBuf,
     meta: &SnapshotMeta<NodeId, Member>,
     data: &[u8],
+    lock: &Mutex<()>,
 ) -> std::io::Result<()> {
+    let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(existing) = read_snapshot_meta(path)?
+        && existing.last_log_id >= meta.last_log_id
+    {
+        return Ok(());
+    }
     let meta_bytes = bincode::serialize(meta).map_err(std::io::Error::other)?;
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::File::create(&tmp)?;
@@ -240,9 +255,11 @@ fn save_snapshot_file(
     Ok(())
 }
 
-fn load_snapshot_file(
+/// Opens the snapshot file at `path` and reads its metadata, leaving the
+/// file positioned at the data. `None` when there is no snapshot yet.
+fn open_snapshot_file(
     path: &PathBuf,
-) -> std::io::Result<Option<(SnapshotMeta<NodeId, Member>, Vec<u8>)>> {
+) -> std::io::Result<Option<(SnapshotMeta<NodeId, Member>, std::fs::File)>> {
     let mut f = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -253,6 +270,20 @@ fn load_snapshot_file(
     let mut meta_bytes = vec![0u8; u64::from_be_bytes(len) as usize];
     f.read_exact(&mut meta_bytes)?;
     let meta = bincode::deserialize(&meta_bytes).map_err(std::io::Error::other)?;
+    Ok(Some((meta, f)))
+}
+
+/// The metadata of the snapshot file at `path`, without its data.
+fn read_snapshot_meta(path: &PathBuf) -> std::io::Result<Option<SnapshotMeta<NodeId, Member>>> {
+    Ok(open_snapshot_file(path)?.map(|(meta, _)| meta))
+}
+
+fn load_snapshot_file(
+    path: &PathBuf,
+) -> std::io::Result<Option<(SnapshotMeta<NodeId, Member>, Vec<u8>)>> {
+    let Some((meta, mut f)) = open_snapshot_file(path)? else {
+        return Ok(None);
+    };
     let mut data = Vec::new();
     f.read_to_end(&mut data)?;
     Ok(Some((meta, data)))
@@ -262,6 +293,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let db = self.db.clone();
         let path = self.path.clone();
+        let lock = self.lock.clone();
         tokio::task::spawn_blocking(move || {
             let (data, last_applied, membership) = dump_state(&db)?;
             let snapshot_id = match last_applied {
@@ -273,7 +305,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 last_membership: membership,
                 snapshot_id,
             };
-            save_snapshot_file(&path, &meta, &data)
+            save_snapshot_file(&path, &meta, &data, &lock)
                 .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
             Ok(Snapshot {
                 meta,
@@ -362,6 +394,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         SnapshotBuilder {
             db: self.shared.db.clone(),
             path: self.snapshot_path(),
+            lock: self.shared.snapshot_lock.clone(),
         }
     }
 
@@ -377,6 +410,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let data = snapshot.into_inner();
         let db = self.shared.db.clone();
         let path = self.snapshot_path();
+        let lock = self.shared.snapshot_lock.clone();
         let meta_c = meta.clone();
         let sig = meta.signature();
         tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
@@ -435,7 +469,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let mut opts = WriteOptions::default();
             opts.set_sync(true);
             db.write_opt(batch, &opts).map_err(|e| err(&e))?;
-            save_snapshot_file(&path, &meta_c, &data).map_err(|e| err(&e))?;
+            save_snapshot_file(&path, &meta_c, &data, &lock).map_err(|e| err(&e))?;
             Ok(())
         })
         .await

@@ -1,0 +1,232 @@
+//! The `rafter-jepsen` command line: options and what each subcommand does.
+//!
+//! Exit codes: 0 valid, 1 invalid, 2 unknown (the checker ran out of time),
+//! 3 when the run itself failed (unreadable history, bad arguments, a
+//! cluster that would not start). Only 0 is a pass.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::checker::linearizability::{self, CheckOptions, Verdict};
+use crate::history;
+use crate::nemesis::Fault;
+use crate::run::{self, TestConfig};
+use crate::workload::register::RegisterConfig;
+
+/// Jepsen-style fault-injection tests for Rafter.
+#[derive(Debug, Parser)]
+#[command(name = "rafter-jepsen", version)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a history file and print the verdict per key and overall.
+    Check {
+        /// The model to check against.
+        #[arg(long, value_enum, default_value_t = Model::Register)]
+        model: Model,
+        /// How long the checker may search, in seconds, before it gives up
+        /// with "unknown".
+        #[arg(long, default_value_t = 60)]
+        check_time_limit: u64,
+        /// Print the report as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// The history (JSON Lines, see jepsen/README.md).
+        file: PathBuf,
+    },
+    /// Start a cluster, run a workload under faults, check the history.
+    Test(TestArgs),
+}
+
+/// Options of `rafter-jepsen test`.
+#[derive(Debug, clap::Args)]
+pub struct TestArgs {
+    /// The workload to run.
+    #[arg(long, value_enum, default_value_t = Workload::Register)]
+    pub workload: Workload,
+    /// Faults, comma-separated: `kill`, `pause` (every fault of the family),
+    /// or exact names (kill-random, kill-leader, kill-majority, kill-all,
+    /// pause-random, pause-leader, pause-majority); `none` for no faults.
+    #[arg(long, default_value = "kill,pause")]
+    pub nemesis: String,
+    /// Seconds of workload with faults.
+    #[arg(long, default_value_t = 30)]
+    pub time_limit: u64,
+    /// Number of masters.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// Seconds between faults, and how long each lasts.
+    #[arg(long, default_value_t = 5)]
+    pub fault_interval: u64,
+    /// Seconds the cluster may take to recover after healing.
+    #[arg(long, default_value_t = 30)]
+    pub recovery_bound: u64,
+    /// Seconds the checker may search before answering "unknown".
+    #[arg(long, default_value_t = 120)]
+    pub check_time_limit: u64,
+    /// Milliseconds a client operation may keep failing over between
+    /// masters before it is given up (then `info` for writes and cas).
+    #[arg(long, default_value_t = 3000)]
+    pub op_timeout_ms: u64,
+    /// The `rafter` binary; default: `rafter` next to this program.
+    #[arg(long, env = "RAFTER_BIN")]
+    pub rafter_bin: Option<PathBuf>,
+    /// Directory for logs, data, history.jsonl and results.json; default
+    /// `jepsen-runs/<workload>-<unix time>`.
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// Concurrent client processes.
+    #[arg(long, default_value_t = 10)]
+    pub concurrency: usize,
+    /// Keys in use at a time.
+    #[arg(long, default_value_t = 5)]
+    pub keys: usize,
+    /// Operations per key before the workers move to fresh keys.
+    #[arg(long, default_value_t = 300)]
+    pub ops_per_key: u64,
+    /// Extra flag for every `rafter server` (repeatable), e.g.
+    /// `--server-arg=--heartbeat-ms=50`.
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    pub server_args: Vec<String>,
+}
+
+/// Workloads `test` can run.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Workload {
+    /// Per-key read / write / cas, checked for linearizability.
+    Register,
+}
+
+/// Models a history can be checked against.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Model {
+    /// A read / write / cas register per key, checked for linearizability.
+    Register,
+}
+
+/// Exit code of a verdict.
+pub fn exit_code(verdict: Verdict) -> ExitCode {
+    match verdict {
+        Verdict::Valid => ExitCode::SUCCESS,
+        Verdict::Invalid => ExitCode::from(1),
+        Verdict::Unknown => ExitCode::from(2),
+    }
+}
+
+/// Exit code when the run itself failed.
+pub const EXIT_ERROR: u8 = 3;
+
+/// Parses the arguments (usage errors exit 3, not clap's 2, which means
+/// "unknown" here) and runs the command.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_ERROR)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+/// Runs a parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Check {
+            model: Model::Register,
+            check_time_limit,
+            json,
+            file,
+        } => {
+            let events = history::read_history(&file)?;
+            let opts = CheckOptions {
+                time_limit: Duration::from_secs(check_time_limit),
+            };
+            let report = linearizability::check_events(&events, &opts)
+                .with_context(|| format!("cannot check {}", file.display()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render());
+            }
+            Ok(exit_code(report.verdict))
+        }
+        Command::Test(args) => {
+            let config = test_config(args)?;
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info".into()),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            let run_dir = config.run_dir.clone();
+            let runtime = tokio::runtime::Runtime::new()?;
+            let results = runtime
+                .block_on(run::run_test(config))
+                .with_context(|| format!("run in {} failed", run_dir.display()))?;
+            print!("{}", results.summary());
+            println!("results: {}", run_dir.join("results.json").display());
+            Ok(exit_code(results.verdict))
+        }
+    }
+}
+
+fn test_config(args: TestArgs) -> anyhow::Result<TestConfig> {
+    let faults = if args.nemesis == "none" {
+        Vec::new()
+    } else {
+        Fault::parse_list(&args.nemesis).map_err(anyhow::Error::msg)?
+    };
+    let rafter_bin = match args.rafter_bin {
+        Some(p) => p,
+        None => std::env::current_exe()
+            .context("cannot locate this program to find rafter next to it; pass --rafter-bin")?
+            .with_file_name("rafter"),
+    };
+    let run_dir = args.run_dir.unwrap_or_else(|| {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        PathBuf::from("jepsen-runs").join(format!("register-{secs}"))
+    });
+    Ok(TestConfig {
+        rafter_bin,
+        nodes: args.nodes,
+        run_dir,
+        time_limit: Duration::from_secs(args.time_limit),
+        faults,
+        fault_interval: Duration::from_secs(args.fault_interval),
+        recovery_bound: Duration::from_secs(args.recovery_bound),
+        check_time_limit: Duration::from_secs(args.check_time_limit),
+        op_timeout: Duration::from_millis(args.op_timeout_ms),
+        server_args: args.server_args,
+        register: RegisterConfig {
+            concurrency: args.concurrency,
+            keys: args.keys,
+            ops_per_key: args.ops_per_key,
+            ..RegisterConfig::default()
+        },
+    })
+}

@@ -1,0 +1,25 @@
+//! Rafter's Jepsen-style test suite: run a real cluster of `rafter server`
+//! processes, drive concurrent client operations against it while injecting
+//! faults, record everything in a history, and check the history.
+//!
+//! Module map:
+//!
+//! - [`history`]: the JSON Lines history format (stable, see `README.md`),
+//!   its reader and writer, and pairing of invokes with completions.
+//! - [`checker`]: the register model and the linearizability checker
+//!   (Wing & Gong / Lowe, as Porcupine does it).
+//! - [`cluster`]: `rafter server` processes on 127.0.0.1 in a run directory.
+//! - [`nemesis`]: scheduled faults (kill -9 / restart, SIGSTOP / SIGCONT),
+//!   logged to the history.
+//! - [`workload`]: the client side; `register` is read / write / cas.
+//! - [`run`]: one test run in Jepsen's phases, writing `history.jsonl` and
+//!   `results.json`.
+//! - [`cli`]: the `rafter-jepsen` command line (`check`, `test`).
+
+pub mod checker;
+pub mod cli;
+pub mod cluster;
+pub mod history;
+pub mod nemesis;
+pub mod run;
+pub mod workload;

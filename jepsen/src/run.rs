@@ -1,0 +1,276 @@
+//! One test run, in Jepsen's phases: start the cluster and warm up, run the
+//! workload with the nemesis for the time limit, heal everything, wait for
+//! recovery (bounded: a cluster that does not recover fails the run), do
+//! final reads, then check the history and write `results.json`.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::checker::linearizability::{self, CheckError, CheckOptions, Report, Verdict};
+use crate::cluster::{self, Cluster, ClusterConfig, ClusterError};
+use crate::history::{self, EventType, HistoryError, HistoryWriter, Process, Recorder};
+use crate::nemesis::{Fault, FaultRecord, Nemesis, NemesisError};
+use crate::workload::register::{RegisterConfig, RegisterWorkload};
+
+/// Failures that stop a run before it has a verdict.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Starting or controlling the cluster failed.
+    #[error("cluster control failed")]
+    Cluster(#[from] ClusterError),
+    /// The history could not be written or read back.
+    #[error("history I/O failed")]
+    History(#[from] HistoryError),
+    /// The nemesis failed.
+    #[error("nemesis failed")]
+    Nemesis(#[from] NemesisError),
+    /// The cluster did not serve a write before the workload.
+    #[error("cluster did not accept a write within {0:?} of starting")]
+    NotReady(Duration),
+    /// After healing, the cluster did not elect a leader or answer the final
+    /// reads within the bound.
+    #[error("cluster did not recover within {0:?} after the faults were healed")]
+    NotRecovered(Duration),
+    /// The history is not checkable.
+    #[error("history cannot be checked")]
+    Check(#[from] CheckError),
+    /// `results.json` could not be written.
+    #[error("cannot write {path}")]
+    Results {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Everything a run needs.
+#[derive(Debug, Clone)]
+pub struct TestConfig {
+    /// The `rafter` binary.
+    pub rafter_bin: PathBuf,
+    /// Number of masters.
+    pub nodes: usize,
+    /// The run directory (created).
+    pub run_dir: PathBuf,
+    /// Length of the workload + nemesis phase.
+    pub time_limit: Duration,
+    /// Faults to choose from; empty for none.
+    pub faults: Vec<Fault>,
+    /// Quiet time between faults and length of each.
+    pub fault_interval: Duration,
+    /// How long the cluster may take to recover after healing.
+    pub recovery_bound: Duration,
+    /// The checker's time budget.
+    pub check_time_limit: Duration,
+    /// How long one client operation may keep failing over before it is
+    /// given up (`info` for writes, `fail` for reads).
+    pub op_timeout: Duration,
+    /// Extra flags for every `rafter server`.
+    pub server_args: Vec<String>,
+    /// The register workload's settings.
+    pub register: RegisterConfig,
+}
+
+/// Operation counts by completion type.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct OpCounts {
+    /// Operations started.
+    pub invoke: usize,
+    /// Completed `ok`.
+    pub ok: usize,
+    /// Completed `fail`.
+    pub fail: usize,
+    /// Completed `info`, or never completed.
+    pub info: usize,
+}
+
+/// The contents of `results.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Results {
+    /// The workload's name.
+    pub workload: &'static str,
+    /// The checker's overall verdict.
+    pub verdict: Verdict,
+    /// Number of masters.
+    pub nodes: usize,
+    /// Workload phase length, seconds.
+    pub time_limit_secs: f64,
+    /// Client operations by outcome.
+    pub ops: OpCounts,
+    /// The faults injected, in order.
+    pub faults: Vec<FaultRecord>,
+    /// Time from heal to a leader all masters agree on, ms.
+    pub recovery_ms: u64,
+    /// The checker's report.
+    pub checker: Report,
+}
+
+/// Runs one test; writes `history.jsonl` and `results.json` to the run
+/// directory and returns the results.
+pub async fn run_test(config: TestConfig) -> Result<Results, RunError> {
+    // Shared with the nemesis; dropping the last handle kills the cluster,
+    // also on every error path.
+    let cluster = Arc::new(Mutex::new(Cluster::start(ClusterConfig {
+        rafter_bin: config.rafter_bin.clone(),
+        nodes: config.nodes,
+        dir: config.run_dir.clone(),
+        server_args: config.server_args.clone(),
+    })?));
+    let endpoints = lock(&cluster).endpoints();
+    let all: Vec<(usize, String)> = endpoints.iter().cloned().enumerate().collect();
+    let history_path = config.run_dir.join("history.jsonl");
+    let recorder = Recorder::new(HistoryWriter::create(&history_path)?);
+    let client = cluster::client(&endpoints, config.op_timeout).await?;
+
+    // Warm-up: a leader and one acknowledged write outside the history.
+    let warmup = Duration::from_secs(30);
+    cluster::wait_for_leader(&client, &all, warmup).await?;
+    let deadline = Instant::now() + warmup;
+    while client.put("jepsen/warmup", "1", 0, false).await.is_err() {
+        if Instant::now() > deadline {
+            return Err(RunError::NotReady(warmup));
+        }
+    }
+    tracing::info!(nodes = config.nodes, "cluster ready; starting workload");
+
+    // Workload + nemesis.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let nemesis = Nemesis {
+        cluster: cluster.clone(),
+        recorder: recorder.clone(),
+        faults: config.faults.clone(),
+        interval: config.fault_interval,
+    };
+    let nemesis_task = tokio::spawn(nemesis.run(stop_rx.clone()));
+    let workload = RegisterWorkload::new(config.register.clone(), recorder.clone());
+    let workload_task = {
+        let workload = workload.clone();
+        let client = client.clone();
+        tokio::spawn(async move { workload.run(client, stop_rx).await })
+    };
+    tokio::time::sleep(config.time_limit).await;
+    let _ = stop_tx.send(true);
+    let faults = join(nemesis_task).await?;
+    join(workload_task).await?;
+
+    // Heal and recover.
+    lock(&cluster).heal()?;
+    tracing::info!("healed; waiting for recovery");
+    let healed = Instant::now();
+    cluster::wait_for_leader(&client, &all, config.recovery_bound)
+        .await
+        .map_err(|_| RunError::NotRecovered(config.recovery_bound))?;
+    let recovery_ms = healed.elapsed().as_millis() as u64;
+
+    // Final reads: one successful read per key, each by a fresh process.
+    let deadline = healed + config.recovery_bound;
+    let mut process = 1_000_000;
+    for key in workload.keys_used() {
+        loop {
+            process += 1;
+            let kind = workload
+                .invoke(&client, process, "read", &key, Value::Null)
+                .await?;
+            if kind == EventType::Ok {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(RunError::NotRecovered(config.recovery_bound));
+            }
+        }
+    }
+    recorder.flush()?;
+    drop(cluster);
+
+    // Check.
+    let events = history::read_history(&history_path)?;
+    let ops = count_ops(&events);
+    let checker = linearizability::check_events(
+        &events,
+        &CheckOptions {
+            time_limit: config.check_time_limit,
+        },
+    )?;
+    let results = Results {
+        workload: "register",
+        verdict: checker.verdict,
+        nodes: config.nodes,
+        time_limit_secs: config.time_limit.as_secs_f64(),
+        ops,
+        faults,
+        recovery_ms,
+        checker,
+    };
+    let path = config.run_dir.join("results.json");
+    let text = serde_json::to_string_pretty(&results).expect("results serialize");
+    std::fs::write(&path, text).map_err(|source| RunError::Results { path, source })?;
+    Ok(results)
+}
+
+fn count_ops(events: &[history::Event]) -> OpCounts {
+    let mut c = OpCounts::default();
+    for e in events {
+        if e.process == Process::Nemesis {
+            continue;
+        }
+        match e.kind {
+            EventType::Invoke => c.invoke += 1,
+            EventType::Ok => c.ok += 1,
+            EventType::Fail => c.fail += 1,
+            EventType::Info => c.info += 1,
+        }
+    }
+    // Invokes never completed count as info.
+    c.info = c.invoke - c.ok - c.fail;
+    c
+}
+
+async fn join<T, E>(task: tokio::task::JoinHandle<Result<T, E>>) -> Result<T, RunError>
+where
+    RunError: From<E>,
+{
+    match task.await {
+        Ok(r) => r.map_err(RunError::from),
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+fn lock(c: &Mutex<Cluster>) -> std::sync::MutexGuard<'_, Cluster> {
+    c.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Results {
+    /// A one-screen summary for people.
+    pub fn summary(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "workload {} on {} masters for {:.0} s",
+            self.workload, self.nodes, self.time_limit_secs
+        );
+        let _ = writeln!(
+            out,
+            "operations: {} invoked, {} ok, {} fail, {} info",
+            self.ops.invoke, self.ops.ok, self.ops.fail, self.ops.info
+        );
+        let _ = writeln!(out, "faults: {}", self.faults.len());
+        let mut kinds: Vec<&str> = self.faults.iter().map(|f| f.fault).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        for k in kinds {
+            let n = self.faults.iter().filter(|f| f.fault == k).count();
+            let _ = writeln!(out, "  {k:<16} {n}");
+        }
+        let _ = writeln!(out, "recovered {} ms after healing", self.recovery_ms);
+        out.push_str(&self.checker.render());
+        out
+    }
+}

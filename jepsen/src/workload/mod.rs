@@ -1,0 +1,4 @@
+//! Workloads: what the client processes do during a run, and how their
+//! outcomes are classified as ok / fail / info.
+
+pub mod register;
