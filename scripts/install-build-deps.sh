@@ -1,19 +1,27 @@
 #!/usr/bin/env bash
-# Installs the system packages the build needs, when they are missing:
-# clang and libclang-dev (bindgen generates RocksDB's Rust bindings with
-# libclang). Debian/Ubuntu; uses sudo when not run as root. Used by
-# scripts/local-up.sh, scripts/test.sh and .ci/run.
+# Installs the system packages the build and the tests need, when they are
+# missing: clang and libclang-dev (bindgen generates RocksDB's Rust bindings
+# with libclang), iproute2 and iptables (the Jepsen suite's partition nemeses
+# put each master in a network namespace and drop packets with iptables).
+# Debian/Ubuntu; uses sudo when not run as root. Used by scripts/local-up.sh,
+# scripts/test.sh and .ci/run.
 set -euo pipefail
 
-if command -v clang >/dev/null 2>&1 && dpkg -s libclang-dev >/dev/null 2>&1; then
-    echo "clang and libclang-dev are installed"
+missing=()
+command -v clang >/dev/null 2>&1 || missing+=(clang)
+dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+
+if [ "${#missing[@]}" -eq 0 ]; then
+    echo "clang, libclang-dev, iproute2 and iptables are installed"
     exit 0
 fi
 
-echo "installing clang and libclang-dev (needed to build RocksDB)"
+echo "installing ${missing[*]}"
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then
     sudo="sudo"
 fi
 $sudo apt-get update
-$sudo apt-get install -y --no-install-recommends clang libclang-dev
+$sudo apt-get install -y --no-install-recommends "${missing[@]}"

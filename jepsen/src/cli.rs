@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::checker::linearizability::{self, CheckOptions, Verdict};
 use crate::history;
 use crate::nemesis::Fault;
+use crate::netns::{self, NetConfig};
 use crate::run::{self, TestConfig};
 use crate::workload::register::RegisterConfig;
 
@@ -54,9 +55,11 @@ pub struct TestArgs {
     /// The workload to run.
     #[arg(long, value_enum, default_value_t = Workload::Register)]
     pub workload: Workload,
-    /// Faults, comma-separated: `kill`, `pause` (every fault of the family),
-    /// or exact names (kill-random, kill-leader, kill-majority, kill-all,
-    /// pause-random, pause-leader, pause-majority); `none` for no faults.
+    /// Faults, comma-separated: `kill`, `pause`, `partition` (every fault of
+    /// the family), or exact names (kill-random, kill-leader, kill-majority,
+    /// kill-all, pause-random, pause-leader, pause-majority,
+    /// partition-leader, partition-halves, partition-bridge, partition-ring);
+    /// `none` for no faults. Partitions need `--net netns`.
     #[arg(long, default_value = "kill,pause")]
     pub nemesis: String,
     /// Seconds of workload with faults.
@@ -94,6 +97,22 @@ pub struct TestArgs {
     /// Operations per key before the workers move to fresh keys.
     #[arg(long, default_value_t = 300)]
     pub ops_per_key: u64,
+    /// Where the masters live: `netns` (each in its own network namespace on
+    /// a bridge; needs root, `ip` and `iptables`; partitions possible) or
+    /// `loopback` (127.0.0.1 ports; no partitions). Default: netns when
+    /// available, else loopback.
+    #[arg(long, value_enum)]
+    pub net: Option<Net>,
+    /// With `--net netns`: first two octets of the masters' subnet; the
+    /// subnet is BASE.ID.0/24, the host (clients) is BASE.ID.1, master nI is
+    /// BASE.ID.(10+I).
+    #[arg(long, default_value = "10.77")]
+    pub net_base: String,
+    /// With `--net netns`: the run id (1-254), naming the bridge `rjbID` and
+    /// namespaces `rjID-n1`...; leftovers of an earlier run with this id are
+    /// removed first. Default: a random id not in use on this host.
+    #[arg(long)]
+    pub net_id: Option<u8>,
     /// Extra flag for every `rafter server` (repeatable), e.g.
     /// `--server-arg=--heartbeat-ms=50`.
     #[arg(long = "server-arg", allow_hyphen_values = true)]
@@ -105,6 +124,15 @@ pub struct TestArgs {
 pub enum Workload {
     /// Per-key read / write / cas, checked for linearizability.
     Register,
+}
+
+/// Where the masters live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Net {
+    /// One network namespace per master, on a bridge.
+    Netns,
+    /// 127.0.0.1 ports.
+    Loopback,
 }
 
 /// Models a history can be checked against.
@@ -182,13 +210,41 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .init();
             let run_dir = config.run_dir.clone();
             let runtime = tokio::runtime::Runtime::new()?;
-            let results = runtime
-                .block_on(run::run_test(config))
-                .with_context(|| format!("run in {} failed", run_dir.display()))?;
+            // On Ctrl-C the run is dropped, and with it the cluster: the
+            // masters are killed and the namespaces removed.
+            let outcome = runtime.block_on(async {
+                tokio::select! {
+                    r = run::run_test(config) => Some(r),
+                    _ = tokio::signal::ctrl_c() => None,
+                }
+            });
+            // Drops the nemesis and workload tasks (the cluster's other
+            // owners) too.
+            drop(runtime);
+            let Some(outcome) = outcome else {
+                anyhow::bail!("interrupted; masters stopped, network removed");
+            };
+            let results =
+                outcome.with_context(|| format!("run in {} failed", run_dir.display()))?;
             print!("{}", results.summary());
             println!("results: {}", run_dir.join("results.json").display());
             Ok(exit_code(results.verdict))
         }
+    }
+}
+
+fn net_config(base: &str, id: Option<u8>) -> anyhow::Result<NetConfig> {
+    let parts: Vec<&str> = base.split('.').collect();
+    if parts.len() != 2 || parts.iter().any(|p| p.parse::<u8>().is_err()) {
+        anyhow::bail!("--net-base must be two octets like 10.77, not {base:?}");
+    }
+    match id {
+        Some(0 | 255) => anyhow::bail!("--net-id must be within 1-254"),
+        Some(id) => Ok(NetConfig {
+            id,
+            base: base.to_string(),
+        }),
+        None => Ok(NetConfig::pick(base)?),
     }
 }
 
@@ -198,6 +254,39 @@ fn test_config(args: TestArgs) -> anyhow::Result<TestConfig> {
     } else {
         Fault::parse_list(&args.nemesis).map_err(anyhow::Error::msg)?
     };
+    let net = match args.net {
+        Some(Net::Loopback) => None,
+        Some(Net::Netns) => {
+            netns::check_available()
+                .map_err(|why| anyhow::anyhow!("--net netns unavailable: {why}"))?;
+            Some(net_config(&args.net_base, args.net_id)?)
+        }
+        None => match netns::check_available() {
+            Ok(()) => Some(net_config(&args.net_base, args.net_id)?),
+            Err(why) => {
+                eprintln!(
+                    "network namespaces unavailable ({why}); using loopback, where partition nemeses cannot run"
+                );
+                None
+            }
+        },
+    };
+    if net.is_none() {
+        let partitions: Vec<&str> = faults
+            .iter()
+            .filter(|f| f.is_partition())
+            .map(|f| f.name())
+            .collect();
+        if !partitions.is_empty() {
+            let why = netns::check_available()
+                .err()
+                .unwrap_or_else(|| "--net loopback was asked for".into());
+            anyhow::bail!(
+                "cannot run nemeses {} on loopback: partitions need every master in its own network namespace ({why}); run as root with `ip` (iproute2) and `iptables` installed, with --net netns; on loopback only kill and pause faults are available",
+                partitions.join(", ")
+            );
+        }
+    }
     let rafter_bin = match args.rafter_bin {
         Some(p) => p,
         None => std::env::current_exe()
@@ -222,6 +311,7 @@ fn test_config(args: TestArgs) -> anyhow::Result<TestConfig> {
         check_time_limit: Duration::from_secs(args.check_time_limit),
         op_timeout: Duration::from_millis(args.op_timeout_ms),
         server_args: args.server_args,
+        net,
         register: RegisterConfig {
             concurrency: args.concurrency,
             keys: args.keys,

@@ -1,5 +1,10 @@
-//! A cluster of real `rafter server` processes on 127.0.0.1, in a run
-//! directory, that the nemesis can kill, restart, pause and resume.
+//! A cluster of real `rafter server` processes in a run directory, that the
+//! nemesis can kill, restart, pause, resume and (with network namespaces)
+//! partition.
+//!
+//! Networking: on loopback every master listens on its own 127.0.0.1 port;
+//! with [`crate::netns`] every master runs in its own network namespace
+//! (`ip netns exec`) and listens on its own address, port 7001.
 //!
 //! Each node keeps its data directory across restarts (so a restart after
 //! kill -9 recovers from disk, as after power loss) and appends its output
@@ -12,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use rafter_client::{Client, ClientOptions};
 use rand::Rng;
+
+use crate::netns::{NetConfig, NetError, Netns};
 
 /// Failures starting or controlling the cluster.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +60,12 @@ pub enum ClusterError {
     /// No single leader that all running nodes agree on within the bound.
     #[error("no agreed leader within {0:?}")]
     NoLeader(Duration),
+    /// Setting up or changing the network namespaces failed.
+    #[error("network namespaces")]
+    Net(#[from] NetError),
+    /// A partition was asked for on loopback.
+    #[error("partitions need network namespaces (--net netns)")]
+    NoNetwork,
 }
 
 /// How to start a cluster.
@@ -66,6 +79,8 @@ pub struct ClusterConfig {
     pub dir: PathBuf,
     /// Extra flags for every `rafter server`.
     pub server_args: Vec<String>,
+    /// Network namespaces to run the masters in; `None` for loopback.
+    pub net: Option<NetConfig>,
 }
 
 /// One master process.
@@ -100,6 +115,9 @@ pub struct Cluster {
     initial_cluster: String,
     /// The masters, in name order.
     pub nodes: Vec<Node>,
+    /// The namespaces; declared last so that it is dropped (torn down) after
+    /// `Drop::drop` has killed the processes.
+    net: Option<Netns>,
 }
 
 /// A port free right now, picked at random below Linux's ephemeral range
@@ -125,18 +143,30 @@ impl Cluster {
             path: config.dir.clone(),
             source,
         })?;
-        let mut ports = Vec::new();
-        for _ in 0..config.nodes {
-            let p = free_port(&ports);
-            ports.push(p);
-        }
-        let nodes: Vec<Node> = ports
-            .iter()
+        let net = match &config.net {
+            Some(c) => Some(Netns::setup(c.clone(), config.nodes)?),
+            None => None,
+        };
+        let addrs: Vec<String> = match &net {
+            Some(net) => (0..config.nodes)
+                .map(|i| format!("{}:7001", net.config().node_ip(i)))
+                .collect(),
+            None => {
+                let mut ports = Vec::new();
+                for _ in 0..config.nodes {
+                    let p = free_port(&ports);
+                    ports.push(p);
+                }
+                ports.iter().map(|p| format!("127.0.0.1:{p}")).collect()
+            }
+        };
+        let nodes: Vec<Node> = addrs
+            .into_iter()
             .enumerate()
-            .map(|(i, port)| {
+            .map(|(i, addr)| {
                 let name = format!("n{}", i + 1);
                 Node {
-                    addr: format!("127.0.0.1:{port}"),
+                    addr,
                     data_dir: config.dir.join(&name),
                     log: config.dir.join(format!("{name}.log")),
                     name,
@@ -154,6 +184,7 @@ impl Cluster {
             config,
             initial_cluster,
             nodes,
+            net,
         };
         for i in 0..cluster.nodes.len() {
             cluster.restart(i)?;
@@ -190,7 +221,18 @@ impl Cluster {
             source,
         };
         let stderr = log.try_clone().map_err(spawn_err)?;
-        let child = Command::new(&self.config.rafter_bin)
+        // `ip netns exec` execs the program, so the child's pid is the
+        // master's and signals reach it directly.
+        let mut command = match &self.net {
+            Some(net) => {
+                let prefix = net.exec_prefix(i);
+                let mut c = Command::new(&prefix[0]);
+                c.args(&prefix[1..]).arg(&self.config.rafter_bin);
+                c
+            }
+            None => Command::new(&self.config.rafter_bin),
+        };
+        let child = command
             .args(["server", "--name", &node.name, "--listen", &node.addr])
             .arg("--data-dir")
             .arg(&node.data_dir)
@@ -251,8 +293,28 @@ impl Cluster {
         if status.success() { Ok(()) } else { Err(err()) }
     }
 
-    /// Resumes paused nodes and restarts dead ones.
+    /// Whether the masters run in network namespaces (so partitions work).
+    pub fn has_network(&self) -> bool {
+        self.net.is_some()
+    }
+
+    /// Cuts the links between the nodes of each pair (indices), both ways.
+    pub fn cut(&mut self, links: &[(usize, usize)]) -> Result<(), ClusterError> {
+        let net = self.net.as_mut().ok_or(ClusterError::NoNetwork)?;
+        Ok(net.cut(links)?)
+    }
+
+    /// Restores every cut link.
+    pub fn heal_network(&mut self) -> Result<(), ClusterError> {
+        if let Some(net) = self.net.as_mut() {
+            net.heal()?;
+        }
+        Ok(())
+    }
+
+    /// Heals the network, resumes paused nodes and restarts dead ones.
     pub fn heal(&mut self) -> Result<(), ClusterError> {
+        self.heal_network()?;
         for i in 0..self.nodes.len() {
             if self.nodes[i].paused {
                 self.resume(i)?;

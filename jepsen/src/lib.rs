@@ -8,9 +8,12 @@
 //!   its reader and writer, and pairing of invokes with completions.
 //! - [`checker`]: the register model and the linearizability checker
 //!   (Wing & Gong / Lowe, as Porcupine does it).
-//! - [`cluster`]: `rafter server` processes on 127.0.0.1 in a run directory.
-//! - [`nemesis`]: scheduled faults (kill -9 / restart, SIGSTOP / SIGCONT),
-//!   logged to the history.
+//! - [`cluster`]: `rafter server` processes in a run directory, on loopback
+//!   or each in its own network namespace.
+//! - [`netns`]: the namespaces, their bridge, and partitions as iptables
+//!   drops.
+//! - [`nemesis`]: scheduled faults (kill -9 / restart, SIGSTOP / SIGCONT,
+//!   partitions), logged to the history.
 //! - [`workload`]: the client side; `register` is read / write / cas.
 //! - [`run`]: one test run in Jepsen's phases, writing `history.jsonl` and
 //!   `results.json`.
@@ -21,5 +24,6 @@ pub mod cli;
 pub mod cluster;
 pub mod history;
 pub mod nemesis;
+pub mod netns;
 pub mod run;
 pub mod workload;

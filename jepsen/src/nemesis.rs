@@ -2,9 +2,11 @@
 //! (quiet for an interval, fault for an interval, heal, repeat) and logs each
 //! fault's start and end to the history.
 //!
-//! Faults available on loopback: kill -9 and restart (random node, leader,
-//! majority, all) and SIGSTOP / SIGCONT (random node, leader, majority).
-//! Partitions need network namespaces and are not implemented yet.
+//! Faults: kill -9 and restart (random node, leader, majority, all),
+//! SIGSTOP / SIGCONT (random node, leader, majority), and network partitions
+//! (isolate the leader, random halves, a bridge, a ring of overlapping
+//! majorities). Partitions are real packet drops and need the masters in
+//! network namespaces ([`crate::netns`]); on loopback they are unavailable.
 
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -46,11 +48,23 @@ pub enum Fault {
     PauseLeader,
     /// SIGSTOP a random majority.
     PauseMajority,
+    /// Cut the leader off from every other node.
+    PartitionLeader,
+    /// Split the nodes at random into a minority and a majority.
+    PartitionHalves,
+    /// Two halves with one node that sees both sides (for 3 nodes: a and c
+    /// cut, b sees both).
+    PartitionBridge,
+    /// Nodes in a random ring, each seeing only its nearest neighbours, so
+    /// that each sees a majority (itself included) but every node a
+    /// different one. With 3 nodes symmetric links cannot do that: one link
+    /// is cut, as for the bridge.
+    PartitionRing,
 }
 
 impl Fault {
     /// Every fault, in a stable order.
-    pub const ALL: [Fault; 7] = [
+    pub const ALL: [Fault; 11] = [
         Fault::KillRandom,
         Fault::KillLeader,
         Fault::KillMajority,
@@ -58,6 +72,10 @@ impl Fault {
         Fault::PauseRandom,
         Fault::PauseLeader,
         Fault::PauseMajority,
+        Fault::PartitionLeader,
+        Fault::PartitionHalves,
+        Fault::PartitionBridge,
+        Fault::PartitionRing,
     ];
 
     /// The name used on the command line and in the history.
@@ -70,7 +88,22 @@ impl Fault {
             Fault::PauseRandom => "pause-random",
             Fault::PauseLeader => "pause-leader",
             Fault::PauseMajority => "pause-majority",
+            Fault::PartitionLeader => "partition-leader",
+            Fault::PartitionHalves => "partition-halves",
+            Fault::PartitionBridge => "partition-bridge",
+            Fault::PartitionRing => "partition-ring",
         }
+    }
+
+    /// Whether it is a network partition (needs network namespaces).
+    pub fn is_partition(self) -> bool {
+        matches!(
+            self,
+            Fault::PartitionLeader
+                | Fault::PartitionHalves
+                | Fault::PartitionBridge
+                | Fault::PartitionRing
+        )
     }
 
     fn is_kill(self) -> bool {
@@ -80,8 +113,8 @@ impl Fault {
         )
     }
 
-    /// Parses a comma-separated list: exact names, or `kill` / `pause` for
-    /// every fault of that family.
+    /// Parses a comma-separated list: exact names, or `kill` / `pause` /
+    /// `partition` for every fault of that family.
     pub fn parse_list(s: &str) -> Result<Vec<Fault>, String> {
         let mut out = Vec::new();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -109,7 +142,7 @@ impl FromStr for Fault {
             .ok_or_else(|| {
                 let names: Vec<_> = Fault::ALL.iter().map(|f| f.name()).collect();
                 format!(
-                    "unknown fault {s:?} (partitions are not implemented yet); use kill, pause, none or one of {}",
+                    "unknown fault {s:?}; use kill, pause, partition, none or one of {}",
                     names.join(", ")
                 )
             })
@@ -163,18 +196,41 @@ impl Nemesis {
                 .choose(&mut rand::rng())
                 .expect("faults is not empty");
             let targets = self.targets(fault, &client).await;
-            let names: Vec<String> = {
+            let (names, value) = {
                 let mut c = lock(&self.cluster);
-                for &i in &targets {
-                    if fault.is_kill() {
-                        c.kill(i);
-                    } else {
-                        c.pause(i)?;
+                let names: Vec<String>;
+                let mut value = json!({"fault": fault.name()});
+                if fault.is_partition() {
+                    let n = c.nodes.len();
+                    let cut = partition_links(fault, &targets, n);
+                    c.cut(&cut)?;
+                    // `nodes`: every node; `cut`: the links cut; `views`: the distinct
+                    // sets of nodes that reach each other directly.
+                    names = c.nodes.iter().map(|node| node.name.clone()).collect();
+                    let links: Vec<[&str; 2]> = cut
+                        .iter()
+                        .map(|&(a, b)| [names[a].as_str(), names[b].as_str()])
+                        .collect();
+                    value["cut"] = json!(links);
+                    value["views"] = json!(
+                        views(&cut, n)
+                            .iter()
+                            .map(|g| g.iter().map(|&i| names[i].clone()).collect::<Vec<_>>())
+                            .collect::<Vec<_>>()
+                    );
+                } else {
+                    for &i in &targets {
+                        if fault.is_kill() {
+                            c.kill(i);
+                        } else {
+                            c.pause(i)?;
+                        }
                     }
+                    names = targets.iter().map(|&i| c.nodes[i].name.clone()).collect();
                 }
-                targets.iter().map(|&i| c.nodes[i].name.clone()).collect()
+                value["nodes"] = json!(names);
+                (names, value)
             };
-            let value = json!({"fault": fault.name(), "nodes": names});
             let start = self.recorder.record(
                 Process::Nemesis,
                 EventType::Info,
@@ -187,7 +243,10 @@ impl Nemesis {
             let stopped = sleep_or_stop(self.interval, &mut stop).await;
             {
                 let mut c = lock(&self.cluster);
-                for &i in &targets {
+                if fault.is_partition() {
+                    c.heal_network()?;
+                }
+                for &i in targets.iter().filter(|_| !fault.is_partition()) {
                     if fault.is_kill() {
                         c.restart(i)?;
                     } else {
@@ -218,7 +277,9 @@ impl Nemesis {
     }
 
     /// The nodes `fault` hits now. The leader is asked of the running nodes;
-    /// when they do not agree on one, a random node stands in.
+    /// when they do not agree on one, a random node stands in. For
+    /// partitions: every node, leader first for `partition-leader`, else in
+    /// random order (the order [`partition_links`] splits by).
     async fn targets(&self, fault: Fault, client: &rafter_client::Client) -> Vec<usize> {
         let (n, up): (usize, Vec<(usize, String)>) = {
             let c = lock(&self.cluster);
@@ -240,8 +301,70 @@ impl Nemesis {
             Fault::KillLeader | Fault::PauseLeader => {
                 vec![cluster::leader(client, &up).await.unwrap_or(all[0])]
             }
+            Fault::PartitionLeader => {
+                let l = cluster::leader(client, &up).await.unwrap_or(all[0]);
+                all.retain(|&i| i != l);
+                all.insert(0, l);
+                all
+            }
+            Fault::PartitionHalves | Fault::PartitionBridge | Fault::PartitionRing => all,
         }
     }
+}
+
+/// The links to cut for partition `fault`, given every node index in the
+/// order to split by (`order[0]` is the leader for `partition-leader`).
+pub fn partition_links(fault: Fault, order: &[usize], n: usize) -> Vec<(usize, usize)> {
+    use crate::netns::links_between;
+    let mut cut = match fault {
+        Fault::PartitionLeader => links_between(&order[..1], &order[1..]),
+        // Minority first: n / 2 nodes against the rest.
+        Fault::PartitionHalves => links_between(&order[..n / 2], &order[n / 2..]),
+        // order[n / 2] is the bridge: both halves without it are cut apart.
+        Fault::PartitionBridge => links_between(&order[..n / 2], &order[n / 2 + 1..]),
+        Fault::PartitionRing => {
+            if n <= 3 {
+                // A line a–b–c: a and c each see a majority, b sees all.
+                links_between(&order[..1], &order[n - 1..])
+            } else {
+                // Each node keeps its neighbours within distance d on the
+                // ring, d the smallest with 2d + 1 >= a majority.
+                let majority = n / 2 + 1;
+                let d = majority / 2;
+                let mut cut = Vec::new();
+                for a in 0..n {
+                    for b in a + 1..n {
+                        let dist = (b - a).min(n - (b - a));
+                        if dist > d {
+                            cut.push((order[a], order[b]));
+                        }
+                    }
+                }
+                cut
+            }
+        }
+        _ => Vec::new(),
+    };
+    for link in &mut cut {
+        *link = (link.0.min(link.1), link.0.max(link.1));
+    }
+    cut.sort_unstable();
+    cut
+}
+
+/// For each node, the nodes it can reach directly (itself included), when
+/// `cut` links are down; distinct sets only, sorted.
+pub fn views(cut: &[(usize, usize)], n: usize) -> Vec<Vec<usize>> {
+    let mut out: Vec<Vec<usize>> = (0..n)
+        .map(|a| {
+            (0..n)
+                .filter(|&b| !cut.contains(&(a.min(b), a.max(b))))
+                .collect()
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 fn lock(c: &Mutex<Cluster>) -> std::sync::MutexGuard<'_, Cluster> {
@@ -266,13 +389,55 @@ mod tests {
 
     #[test]
     fn fault_lists_expand_families_and_reject_unknown_names() {
-        let kill_pause = Fault::parse_list("kill,pause").unwrap();
-        assert_eq!(kill_pause, Fault::ALL.to_vec());
+        let all = Fault::parse_list("kill,pause,partition").unwrap();
+        assert_eq!(all, Fault::ALL.to_vec());
+        let partitions = Fault::parse_list("partition").unwrap();
+        assert_eq!(partitions.len(), 4);
+        assert!(partitions.iter().all(|f| f.is_partition()));
         assert_eq!(
             Fault::parse_list("pause-leader").unwrap(),
             vec![Fault::PauseLeader]
         );
-        assert!(Fault::parse_list("partition").is_err());
+        assert!(Fault::parse_list("partition-everything").is_err());
         assert!(Fault::parse_list("").unwrap().is_empty());
+    }
+
+    fn reach(cut: &[(usize, usize)], n: usize) -> Vec<usize> {
+        (0..n)
+            .map(|a| {
+                (0..n)
+                    .filter(|&b| !cut.contains(&(a.min(b), a.max(b))))
+                    .count()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn partitions_cut_the_expected_links() {
+        let order = [2, 0, 1];
+        // Leader 2 isolated.
+        let cut = partition_links(Fault::PartitionLeader, &order, 3);
+        assert_eq!(cut, vec![(0, 2), (1, 2)]);
+        assert_eq!(views(&cut, 3), vec![vec![0, 1], vec![2]]);
+        // Halves: {2} against {0, 1}.
+        assert_eq!(partition_links(Fault::PartitionHalves, &order, 3), cut);
+        // Bridge: 0 sees both 2 and 1, which are cut apart.
+        let cut = partition_links(Fault::PartitionBridge, &order, 3);
+        assert_eq!(cut, vec![(1, 2)]);
+        assert_eq!(reach(&cut, 3), vec![3, 2, 2]);
+
+        // Five nodes.
+        let order = [0, 1, 2, 3, 4];
+        let cut = partition_links(Fault::PartitionHalves, &order, 5);
+        assert_eq!(cut.len(), 6);
+        assert_eq!(views(&cut, 5), vec![vec![0, 1], vec![2, 3, 4]]);
+        let cut = partition_links(Fault::PartitionBridge, &order, 5);
+        assert_eq!(reach(&cut, 5), vec![3, 3, 5, 3, 3]);
+        // Ring: everyone sees exactly a majority, each a different one.
+        let cut = partition_links(Fault::PartitionRing, &order, 5);
+        assert_eq!(reach(&cut, 5), vec![3; 5]);
+        assert_eq!(views(&cut, 5).len(), 5);
+        let cut = partition_links(Fault::PartitionRing, &[0, 1, 2], 3);
+        assert_eq!(reach(&cut, 3), vec![2, 3, 2]);
     }
 }

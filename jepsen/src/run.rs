@@ -15,6 +15,7 @@ use crate::checker::linearizability::{self, CheckError, CheckOptions, Report, Ve
 use crate::cluster::{self, Cluster, ClusterConfig, ClusterError};
 use crate::history::{self, EventType, HistoryError, HistoryWriter, Process, Recorder};
 use crate::nemesis::{Fault, FaultRecord, Nemesis, NemesisError};
+use crate::netns::NetConfig;
 use crate::workload::register::{RegisterConfig, RegisterWorkload};
 
 /// Failures that stop a run before it has a verdict.
@@ -74,6 +75,8 @@ pub struct TestConfig {
     pub op_timeout: Duration,
     /// Extra flags for every `rafter server`.
     pub server_args: Vec<String>,
+    /// Network namespaces for the masters; `None` for loopback.
+    pub net: Option<NetConfig>,
     /// The register workload's settings.
     pub register: RegisterConfig,
 }
@@ -100,6 +103,9 @@ pub struct Results {
     pub verdict: Verdict,
     /// Number of masters.
     pub nodes: usize,
+    /// `loopback`, or `netns <subnet>` when the masters ran in network
+    /// namespaces.
+    pub network: String,
     /// Workload phase length, seconds.
     pub time_limit_secs: f64,
     /// Client operations by outcome.
@@ -122,6 +128,7 @@ pub async fn run_test(config: TestConfig) -> Result<Results, RunError> {
         nodes: config.nodes,
         dir: config.run_dir.clone(),
         server_args: config.server_args.clone(),
+        net: config.net.clone(),
     })?));
     let endpoints = lock(&cluster).endpoints();
     let all: Vec<(usize, String)> = endpoints.iter().cloned().enumerate().collect();
@@ -202,6 +209,10 @@ pub async fn run_test(config: TestConfig) -> Result<Results, RunError> {
         workload: "register",
         verdict: checker.verdict,
         nodes: config.nodes,
+        network: match &config.net {
+            Some(net) => format!("netns {}.{}.0/24", net.base, net.id),
+            None => "loopback".into(),
+        },
         time_limit_secs: config.time_limit.as_secs_f64(),
         ops,
         faults,
@@ -253,8 +264,8 @@ impl Results {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "workload {} on {} masters for {:.0} s",
-            self.workload, self.nodes, self.time_limit_secs
+            "workload {} on {} masters ({}) for {:.0} s",
+            self.workload, self.nodes, self.network, self.time_limit_secs
         );
         let _ = writeln!(
             out,

@@ -1,5 +1,7 @@
 //! The whole suite end to end: `rafter-jepsen test` against a real
-//! three-master cluster of the built `rafter` binary, with kills and pauses.
+//! three-master cluster of the built `rafter` binary, with kills and pauses,
+//! on loopback (so the loopback path stays tested; partitions run in network
+//! namespaces in `register_under_partitions.rs`).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -28,6 +30,7 @@ fn register_workload_is_linearizable_under_kills_and_pauses() {
     let run_dir = dir.path().join("run");
     let out = Command::new(env!("CARGO_BIN_EXE_rafter-jepsen"))
         .args(["test", "--workload", "register", "--nemesis", "kill,pause"])
+        .args(["--net", "loopback"])
         .args(["--time-limit", "20", "--fault-interval", "3"])
         .arg("--rafter-bin")
         .arg(rafter_bin())
