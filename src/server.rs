@@ -67,6 +67,11 @@ pub struct ServerArgs {
     /// How often history compaction runs, in milliseconds.
     #[arg(long, default_value_t = 5_000)]
     pub compaction_interval_ms: u64,
+    /// TEST ONLY, UNSAFE: answer linearizable reads from this master's local
+    /// state without confirming leadership (stale reads are possible). For
+    /// showing that the Jepsen suite catches the anomaly.
+    #[arg(long)]
+    pub unsafe_local_reads: bool,
 }
 
 /// An `--initial-cluster` value, parsed and checked.
@@ -226,6 +231,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         keep_logs: args.keep_logs,
         history_revisions: args.history_revisions,
         compaction_interval: Duration::from_millis(args.compaction_interval_ms.max(100)),
+        unsafe_local_reads: args.unsafe_local_reads,
         ..NodeOptions::default()
     };
     let bootstrap = match initial {
@@ -233,6 +239,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         None if join.is_some() => Bootstrap::Join,
         None => Bootstrap::Resume,
     };
+    if args.unsafe_local_reads {
+        tracing::warn!("--unsafe-local-reads: linearizable reads may be stale; for testing only");
+    }
     let node = Node::start(
         &data_dir, &args.name, &advertise, cluster_id, bootstrap, options,
     )

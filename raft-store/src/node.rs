@@ -68,6 +68,10 @@ pub struct NodeOptions {
     pub request_timeout: Duration,
     /// How long a request waits for an unknown leader to appear.
     pub leader_wait: Duration,
+    /// TEST ONLY: answer "linearizable" reads from local state without the
+    /// read index. Exists so the Jepsen suite can show it catches stale
+    /// reads; never use it in production.
+    pub unsafe_local_reads: bool,
 }
 
 impl Default for NodeOptions {
@@ -85,6 +89,7 @@ impl Default for NodeOptions {
             max_in_flight: 4,
             request_timeout: Duration::from_secs(10),
             leader_wait: Duration::from_secs(2),
+            unsafe_local_reads: false,
         }
     }
 }

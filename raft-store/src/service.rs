@@ -238,7 +238,7 @@ impl Kv for KvService {
                 "key is empty: give a key, or set prefix to read every key",
             ));
         }
-        if !req.serializable {
+        if !req.serializable && !self.node.options.unsafe_local_reads {
             self.node.read_barrier().await.map_err(status_of)?;
         }
         let mut resp = read_range(&self.node.shared.db, &req).map_err(status_of)?;
