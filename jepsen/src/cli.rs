@@ -15,8 +15,10 @@ use crate::checker::linearizability::{self, CheckOptions, Verdict};
 use crate::history;
 use crate::nemesis::Fault;
 use crate::netns::{self, NetConfig};
-use crate::run::{self, TestConfig};
+use crate::run::{self, CheckerReport, TestConfig, WorkloadKind};
+use crate::workload::durability::DurabilityConfig;
 use crate::workload::register::RegisterConfig;
+use crate::workload::set::SetConfig;
 
 /// Jepsen-style fault-injection tests for Rafter.
 #[derive(Debug, Parser)]
@@ -59,7 +61,8 @@ pub struct TestArgs {
     /// the family), or exact names (kill-random, kill-leader, kill-majority,
     /// kill-all, pause-random, pause-leader, pause-majority,
     /// partition-leader, partition-halves, partition-bridge, partition-ring);
-    /// `none` for no faults. Partitions need `--net netns`.
+    /// `none` for no faults. Partitions need `--net netns`. The durability
+    /// workload ignores this and always uses `kill-all`.
     #[arg(long, default_value = "kill,pause")]
     pub nemesis: String,
     /// Seconds of workload with faults.
@@ -88,13 +91,14 @@ pub struct TestArgs {
     /// `jepsen-runs/<workload>-<unix time>`.
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
-    /// Concurrent client processes.
+    /// Concurrent client processes (writers, for set and durability).
     #[arg(long, default_value_t = 10)]
     pub concurrency: usize,
-    /// Keys in use at a time.
+    /// Keys in use at a time (register only).
     #[arg(long, default_value_t = 5)]
     pub keys: usize,
-    /// Operations per key before the workers move to fresh keys.
+    /// Operations per key before the workers move to fresh keys (register
+    /// only).
     #[arg(long, default_value_t = 300)]
     pub ops_per_key: u64,
     /// Where the masters live: `netns` (each in its own network namespace on
@@ -124,6 +128,25 @@ pub struct TestArgs {
 pub enum Workload {
     /// Per-key read / write / cas, checked for linearizability.
     Register,
+    /// Unique elements added to one key by read-modify-cas; the final read
+    /// must hold every acknowledged element exactly once.
+    Set,
+    /// `set`, resending a write that got no answer with the same write id.
+    SetRetry,
+    /// Unique keys written while every master is killed at once; every
+    /// acknowledged write must survive. Forces the `kill-all` nemesis.
+    Durability,
+}
+
+impl Workload {
+    fn kind(self) -> WorkloadKind {
+        match self {
+            Workload::Register => WorkloadKind::Register,
+            Workload::Set => WorkloadKind::Set,
+            Workload::SetRetry => WorkloadKind::SetRetry,
+            Workload::Durability => WorkloadKind::Durability,
+        }
+    }
 }
 
 /// Where the masters live.
@@ -140,6 +163,12 @@ pub enum Net {
 pub enum Model {
     /// A read / write / cas register per key, checked for linearizability.
     Register,
+    /// The set workload's history (`add`s and a final `read`): every
+    /// acknowledged element exactly once, nothing unexpected.
+    Set,
+    /// The durability workload's history (`write`s of fresh keys and a final
+    /// `read` of all of them): no acknowledged write lost.
+    Durability,
 }
 
 /// Exit code of a verdict.
@@ -181,7 +210,7 @@ pub fn main() -> ExitCode {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check {
-            model: Model::Register,
+            model,
             check_time_limit,
             json,
             file,
@@ -190,14 +219,24 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let opts = CheckOptions {
                 time_limit: Duration::from_secs(check_time_limit),
             };
-            let report = linearizability::check_events(&events, &opts)
-                .with_context(|| format!("cannot check {}", file.display()))?;
+            let check = || -> anyhow::Result<CheckerReport> {
+                Ok(match model {
+                    Model::Register => {
+                        CheckerReport::Register(linearizability::check_events(&events, &opts)?)
+                    }
+                    Model::Set => CheckerReport::Set(crate::checker::set::check_events(&events)?),
+                    Model::Durability => CheckerReport::Durability(
+                        crate::checker::durability::check_events(&events)?,
+                    ),
+                })
+            };
+            let report = check().with_context(|| format!("cannot check {}", file.display()))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 print!("{}", report.render());
             }
-            Ok(exit_code(report.verdict))
+            Ok(exit_code(report.verdict()))
         }
         Command::Test(args) => {
             let config = test_config(args)?;
@@ -249,7 +288,15 @@ fn net_config(base: &str, id: Option<u8>) -> anyhow::Result<NetConfig> {
 }
 
 fn test_config(args: TestArgs) -> anyhow::Result<TestConfig> {
-    let faults = if args.nemesis == "none" {
+    let workload = args.workload.kind();
+    let faults = if workload == WorkloadKind::Durability {
+        if args.nemesis != "kill-all" {
+            eprintln!(
+                "the durability workload always uses the kill-all nemesis; ignoring --nemesis"
+            );
+        }
+        vec![Fault::KillAll]
+    } else if args.nemesis == "none" {
         Vec::new()
     } else {
         Fault::parse_list(&args.nemesis).map_err(anyhow::Error::msg)?
@@ -298,7 +345,7 @@ fn test_config(args: TestArgs) -> anyhow::Result<TestConfig> {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        PathBuf::from("jepsen-runs").join(format!("register-{secs}"))
+        PathBuf::from("jepsen-runs").join(format!("{}-{secs}", workload.name()))
     });
     Ok(TestConfig {
         rafter_bin,
@@ -312,11 +359,20 @@ fn test_config(args: TestArgs) -> anyhow::Result<TestConfig> {
         op_timeout: Duration::from_millis(args.op_timeout_ms),
         server_args: args.server_args,
         net,
+        workload,
         register: RegisterConfig {
             concurrency: args.concurrency,
             keys: args.keys,
             ops_per_key: args.ops_per_key,
             ..RegisterConfig::default()
+        },
+        set: SetConfig {
+            concurrency: args.concurrency,
+            ..SetConfig::default()
+        },
+        durability: DurabilityConfig {
+            concurrency: args.concurrency,
+            ..DurabilityConfig::default()
         },
     })
 }

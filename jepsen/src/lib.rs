@@ -7,14 +7,17 @@
 //! - [`history`]: the JSON Lines history format (stable, see `README.md`),
 //!   its reader and writer, and pairing of invokes with completions.
 //! - [`checker`]: the register model and the linearizability checker
-//!   (Wing & Gong / Lowe, as Porcupine does it).
+//!   (Wing & Gong / Lowe, as Porcupine does it); the set (exactly-once) and
+//!   durability checkers.
 //! - [`cluster`]: `rafter server` processes in a run directory, on loopback
 //!   or each in its own network namespace.
 //! - [`netns`]: the namespaces, their bridge, and partitions as iptables
 //!   drops.
 //! - [`nemesis`]: scheduled faults (kill -9 / restart, SIGSTOP / SIGCONT,
 //!   partitions), logged to the history.
-//! - [`workload`]: the client side; `register` is read / write / cas.
+//! - [`workload`]: the client side; `register` is read / write / cas, `set`
+//!   exactly-once adds by read-modify-cas, `durability` fresh keys written
+//!   through kill-all power losses.
 //! - [`run`]: one test run in Jepsen's phases, writing `history.jsonl` and
 //!   `results.json`.
 //! - [`cli`]: the `rafter-jepsen` command line (`check`, `test`).

@@ -11,12 +11,16 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::watch;
 
+use crate::checker::durability::{self, DurabilityReport};
 use crate::checker::linearizability::{self, CheckError, CheckOptions, Report, Verdict};
+use crate::checker::set::{self, SetReport};
 use crate::cluster::{self, Cluster, ClusterConfig, ClusterError};
 use crate::history::{self, EventType, HistoryError, HistoryWriter, Process, Recorder};
 use crate::nemesis::{Fault, FaultRecord, Nemesis, NemesisError};
 use crate::netns::NetConfig;
+use crate::workload::durability::{DurabilityConfig, DurabilityWorkload};
 use crate::workload::register::{RegisterConfig, RegisterWorkload};
+use crate::workload::set::{SetConfig, SetWorkload};
 
 /// Failures that stop a run before it has a verdict.
 #[derive(Debug, thiserror::Error)]
@@ -77,8 +81,94 @@ pub struct TestConfig {
     pub server_args: Vec<String>,
     /// Network namespaces for the masters; `None` for loopback.
     pub net: Option<NetConfig>,
+    /// Which workload runs.
+    pub workload: WorkloadKind,
     /// The register workload's settings.
     pub register: RegisterConfig,
+    /// The set workloads' settings (`retry_same_write` is set from
+    /// `workload`).
+    pub set: SetConfig,
+    /// The durability workload's settings.
+    pub durability: DurabilityConfig,
+}
+
+/// The workloads a run can drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkloadKind {
+    /// Per-key read / write / cas, checked for linearizability.
+    Register,
+    /// Exactly-once adds to a set by read-modify-cas.
+    Set,
+    /// Like `Set`, resending an indeterminate write with the same write id.
+    SetRetry,
+    /// Unique keys written while every master is killed at once.
+    Durability,
+}
+
+impl WorkloadKind {
+    /// The name on the command line and in `results.json`.
+    pub fn name(self) -> &'static str {
+        match self {
+            WorkloadKind::Register => "register",
+            WorkloadKind::Set => "set",
+            WorkloadKind::SetRetry => "set-retry",
+            WorkloadKind::Durability => "durability",
+        }
+    }
+}
+
+/// A checker's report; serialized as the report itself.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum CheckerReport {
+    /// Linearizability, per key.
+    Register(Report),
+    /// The set checker.
+    Set(SetReport),
+    /// The durability checker.
+    Durability(DurabilityReport),
+}
+
+impl CheckerReport {
+    /// The overall verdict.
+    pub fn verdict(&self) -> Verdict {
+        match self {
+            CheckerReport::Register(r) => r.verdict,
+            CheckerReport::Set(r) => r.verdict,
+            CheckerReport::Durability(r) => r.verdict,
+        }
+    }
+
+    /// The report for people.
+    pub fn render(&self) -> String {
+        match self {
+            CheckerReport::Register(r) => r.render(),
+            CheckerReport::Set(r) => r.render(),
+            CheckerReport::Durability(r) => r.render(),
+        }
+    }
+}
+
+/// The running workload.
+#[derive(Clone)]
+enum Active {
+    Register(RegisterWorkload),
+    Set(SetWorkload),
+    Durability(DurabilityWorkload),
+}
+
+impl Active {
+    async fn run(
+        self,
+        client: rafter_client::Client,
+        stop: watch::Receiver<bool>,
+    ) -> Result<(), history::HistoryError> {
+        match self {
+            Active::Register(w) => w.run(client, stop).await,
+            Active::Set(w) => w.run(client, stop).await,
+            Active::Durability(w) => w.run(client, stop).await,
+        }
+    }
 }
 
 /// Operation counts by completion type.
@@ -115,7 +205,7 @@ pub struct Results {
     /// Time from heal to a leader all masters agree on, ms.
     pub recovery_ms: u64,
     /// The checker's report.
-    pub checker: Report,
+    pub checker: CheckerReport,
 }
 
 /// Runs one test; writes `history.jsonl` and `results.json` to the run
@@ -156,7 +246,23 @@ pub async fn run_test(config: TestConfig) -> Result<Results, RunError> {
         interval: config.fault_interval,
     };
     let nemesis_task = tokio::spawn(nemesis.run(stop_rx.clone()));
-    let workload = RegisterWorkload::new(config.register.clone(), recorder.clone());
+    let workload = match config.workload {
+        WorkloadKind::Register => Active::Register(RegisterWorkload::new(
+            config.register.clone(),
+            recorder.clone(),
+        )),
+        WorkloadKind::Set | WorkloadKind::SetRetry => Active::Set(SetWorkload::new(
+            SetConfig {
+                retry_same_write: config.workload == WorkloadKind::SetRetry,
+                ..config.set.clone()
+            },
+            recorder.clone(),
+        )),
+        WorkloadKind::Durability => Active::Durability(DurabilityWorkload::new(
+            config.durability.clone(),
+            recorder.clone(),
+        )),
+    };
     let workload_task = {
         let workload = workload.clone();
         let client = client.clone();
@@ -176,22 +282,40 @@ pub async fn run_test(config: TestConfig) -> Result<Results, RunError> {
         .map_err(|_| RunError::NotRecovered(config.recovery_bound))?;
     let recovery_ms = healed.elapsed().as_millis() as u64;
 
-    // Final reads: one successful read per key, each by a fresh process.
+    // Final reads: one successful read per key, each by a fresh process
+    // (for set and durability, one read of everything).
     let deadline = healed + config.recovery_bound;
-    let mut process = 1_000_000;
-    for key in workload.keys_used() {
-        loop {
-            process += 1;
-            let kind = workload
-                .invoke(&client, process, "read", &key, Value::Null)
-                .await?;
+    match &workload {
+        Active::Register(workload) => {
+            let mut process = 1_000_000;
+            for key in workload.keys_used() {
+                loop {
+                    process += 1;
+                    let kind = workload
+                        .invoke(&client, process, "read", &key, Value::Null)
+                        .await?;
+                    if kind == EventType::Ok {
+                        break;
+                    }
+                    if Instant::now() > deadline {
+                        return Err(RunError::NotRecovered(config.recovery_bound));
+                    }
+                }
+            }
+        }
+        Active::Set(_) | Active::Durability(_) => loop {
+            let kind = match &workload {
+                Active::Set(w) => w.final_read(&client).await?,
+                Active::Durability(w) => w.final_read(&client).await?,
+                Active::Register(_) => unreachable!("handled above"),
+            };
             if kind == EventType::Ok {
                 break;
             }
             if Instant::now() > deadline {
                 return Err(RunError::NotRecovered(config.recovery_bound));
             }
-        }
+        },
     }
     recorder.flush()?;
     drop(cluster);
@@ -199,15 +323,21 @@ pub async fn run_test(config: TestConfig) -> Result<Results, RunError> {
     // Check.
     let events = history::read_history(&history_path)?;
     let ops = count_ops(&events);
-    let checker = linearizability::check_events(
-        &events,
-        &CheckOptions {
-            time_limit: config.check_time_limit,
-        },
-    )?;
+    let checker = match config.workload {
+        WorkloadKind::Register => CheckerReport::Register(linearizability::check_events(
+            &events,
+            &CheckOptions {
+                time_limit: config.check_time_limit,
+            },
+        )?),
+        WorkloadKind::Set | WorkloadKind::SetRetry => {
+            CheckerReport::Set(set::check_events(&events)?)
+        }
+        WorkloadKind::Durability => CheckerReport::Durability(durability::check_events(&events)?),
+    };
     let results = Results {
-        workload: "register",
-        verdict: checker.verdict,
+        workload: config.workload.name(),
+        verdict: checker.verdict(),
         nodes: config.nodes,
         network: match &config.net {
             Some(net) => format!("netns {}.{}.0/24", net.base, net.id),

@@ -1,0 +1,158 @@
+//! The durability workload: concurrent writers put fresh keys
+//! (`jepsen/durability/k<n>` = `<n>`, each key written once) while the
+//! nemesis kills every master at once (kill -9, power-loss style) and
+//! restarts them. After recovery one prefix read collects everything; every
+//! acknowledged write must be there with its value
+//! ([`crate::checker::durability`]).
+//!
+//! History: `write` with `key` `k<n>` and value `n`; at the end a `read`
+//! without a key whose `ok` value is an object `{"k<n>": n, ...}` of every
+//! key found. Outcomes: `Error::Unavailable` is `info` (the worker continues
+//! as a new process), any other error `fail`; a failed read is `fail`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rafter_client::{Client, Error as ClientError};
+use rafter_proto::kv::{PutRequest, RangeRequest};
+use serde_json::{Map, Value, json};
+use tokio::sync::watch;
+
+use crate::history::{EventType, HistoryError, Process, Recorder};
+
+const PREFIX: &str = "jepsen/durability/";
+
+/// Settings of the workload.
+#[derive(Debug, Clone)]
+pub struct DurabilityConfig {
+    /// Concurrent writers.
+    pub concurrency: usize,
+    /// Pause between one writer's writes.
+    pub op_delay: Duration,
+}
+
+impl Default for DurabilityConfig {
+    fn default() -> Self {
+        DurabilityConfig {
+            concurrency: 10,
+            op_delay: Duration::from_millis(10),
+        }
+    }
+}
+
+/// The workload's shared state.
+#[derive(Clone)]
+pub struct DurabilityWorkload {
+    config: DurabilityConfig,
+    recorder: Recorder,
+    next_process: Arc<AtomicU64>,
+    next_key: Arc<AtomicU64>,
+}
+
+impl DurabilityWorkload {
+    /// A workload recording into `recorder`.
+    pub fn new(config: DurabilityConfig, recorder: Recorder) -> Self {
+        DurabilityWorkload {
+            config,
+            recorder,
+            next_process: Arc::new(AtomicU64::new(0)),
+            next_key: Arc::new(AtomicU64::new(1)),
+        }
+    }
+
+    fn new_process(&self) -> u64 {
+        self.next_process.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// Runs `concurrency` writers until `stop` turns true.
+    pub async fn run(
+        &self,
+        client: Client,
+        stop: watch::Receiver<bool>,
+    ) -> Result<(), HistoryError> {
+        let workers: Vec<_> = (0..self.config.concurrency)
+            .map(|_| {
+                let this = self.clone();
+                let client = client.clone();
+                let stop = stop.clone();
+                tokio::spawn(async move { this.worker(client, stop).await })
+            })
+            .collect();
+        let mut result = Ok(());
+        for w in workers {
+            match w.await {
+                Ok(Err(e)) if result.is_ok() => result = Err(e),
+                Err(join) => std::panic::resume_unwind(join.into_panic()),
+                _ => {}
+            }
+        }
+        result
+    }
+
+    async fn worker(
+        &self,
+        client: Client,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<(), HistoryError> {
+        let mut process = self.new_process();
+        while !crate::nemesis::sleep_or_stop(self.config.op_delay, &mut stop).await {
+            let n = self.next_key.fetch_add(1, Ordering::SeqCst);
+            let key = format!("k{n}");
+            let p = Process::Client(process);
+            self.recorder
+                .record(p, EventType::Invoke, "write", Some(&key), json!(n), None)?;
+            let req = PutRequest {
+                key: format!("{PREFIX}{key}").into_bytes(),
+                value: n.to_string().into_bytes(),
+                ..Default::default()
+            };
+            let (kind, error) = match client.put_request(req).await {
+                Ok(_) => (EventType::Ok, None),
+                Err(e @ ClientError::Unavailable { .. }) => (EventType::Info, Some(e.to_string())),
+                Err(e) => (EventType::Fail, Some(e.to_string())),
+            };
+            self.recorder
+                .record(p, kind, "write", Some(&key), json!(n), error)?;
+            if kind == EventType::Info {
+                process = self.new_process();
+            }
+        }
+        Ok(())
+    }
+
+    /// One final prefix read as a fresh process, recorded; returns its type.
+    pub async fn final_read(&self, client: &Client) -> Result<EventType, HistoryError> {
+        let p = Process::Client(self.new_process());
+        self.recorder
+            .record(p, EventType::Invoke, "read", None, Value::Null, None)?;
+        let req = RangeRequest {
+            key: PREFIX.into(),
+            prefix: true,
+            ..Default::default()
+        };
+        let (kind, value, error) = match client.range(req).await {
+            Ok(resp) if resp.more => (
+                EventType::Fail,
+                Value::Null,
+                Some("prefix read truncated (more = true)".to_string()),
+            ),
+            Ok(resp) => {
+                let mut found = Map::new();
+                for kv in resp.kvs {
+                    let key = String::from_utf8_lossy(&kv.key);
+                    let key = key.strip_prefix(PREFIX).unwrap_or(&key).to_string();
+                    let text = String::from_utf8_lossy(&kv.value);
+                    let value = text
+                        .parse::<u64>()
+                        .map_or_else(|_| json!(text), |n| json!(n));
+                    found.insert(key, value);
+                }
+                (EventType::Ok, Value::Object(found), None)
+            }
+            Err(e) => (EventType::Fail, Value::Null, Some(e.to_string())),
+        };
+        self.recorder.record(p, kind, "read", None, value, error)?;
+        Ok(kind)
+    }
+}
