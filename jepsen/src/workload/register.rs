@@ -114,23 +114,13 @@ impl RegisterWorkload {
         client: Client,
         stop: watch::Receiver<bool>,
     ) -> Result<(), HistoryError> {
-        let workers: Vec<_> = (0..self.config.concurrency)
-            .map(|_| {
-                let this = self.clone();
-                let client = client.clone();
-                let stop = stop.clone();
-                tokio::spawn(async move { this.worker(client, stop).await })
-            })
-            .collect();
-        let mut result = Ok(());
-        for w in workers {
-            match w.await {
-                Ok(Err(e)) if result.is_ok() => result = Err(e),
-                Err(join) => std::panic::resume_unwind(join.into_panic()),
-                _ => {}
-            }
-        }
-        result
+        super::run_workers(self.config.concurrency, || {
+            let this = self.clone();
+            let client = client.clone();
+            let stop = stop.clone();
+            async move { this.worker(client, stop).await }
+        })
+        .await
     }
 
     async fn worker(
