@@ -2,50 +2,28 @@
 //! --workload set` and `--workload set-retry` against a real three-master
 //! cluster with kills and pauses, on loopback.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
-/// The `rafter` binary under test: `$RAFTER_BIN`, else the one cargo built
-/// next to `rafter-jepsen`. It must have been built already: `cargo build
-/// --workspace`.
-fn rafter_bin() -> PathBuf {
-    let bin = std::env::var_os("RAFTER_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_BIN_EXE_rafter-jepsen")).with_file_name("rafter")
-        });
-    assert!(
-        bin.is_file(),
-        "rafter binary missing at {}: run `cargo build --workspace` first (or set RAFTER_BIN)",
-        bin.display()
-    );
-    bin
-}
+use std::path::Path;
 
 /// Runs the workload for 15 s and returns `results.json`, asserting a
 /// valid verdict.
 fn run(workload: &str, run_dir: &Path) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_rafter-jepsen"))
-        .args(["test", "--workload", workload, "--nemesis", "kill,pause"])
-        .args(["--net", "loopback"])
-        .args(["--time-limit", "15", "--fault-interval", "3"])
-        .arg("--rafter-bin")
-        .arg(rafter_bin())
-        .arg("--run-dir")
-        .arg(run_dir)
-        .output()
-        .expect("run rafter-jepsen");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "rafter-jepsen test --workload {workload} exited {:?}\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-        out.status.code()
+    let (_, results) = common::run_valid(
+        &[
+            "--workload",
+            workload,
+            "--nemesis",
+            "kill,pause",
+            "--net",
+            "loopback",
+            "--time-limit",
+            "15",
+            "--fault-interval",
+            "3",
+        ],
+        run_dir,
     );
-    assert!(stdout.contains("overall: valid"), "{stdout}");
-    let results: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run_dir.join("results.json")).unwrap())
-            .unwrap();
     assert_eq!(results["workload"], workload);
     assert_eq!(results["verdict"], "valid");
     assert!(
