@@ -80,32 +80,7 @@ pub const FAST: &[&str] = &["--heartbeat-ms", "50", "--election-timeout-ms", "30
 impl Cluster {
     /// Starts `n` masters forming a new cluster.
     pub fn start(n: usize, extra: &[&str]) -> Cluster {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let names: Vec<(String, String)> = (1..=n)
-            .map(|i| (format!("m{i}"), format!("127.0.0.1:{}", free_port())))
-            .collect();
-        let initial = names
-            .iter()
-            .map(|(n, a)| format!("{n}={a}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut cluster = Cluster {
-            masters: Vec::new(),
-            extra: FAST.iter().chain(extra).map(|s| s.to_string()).collect(),
-            dir,
-        };
-        for (name, addr) in names {
-            let m = cluster.master(
-                &name,
-                &addr,
-                vec!["--initial-cluster".into(), initial.clone()],
-            );
-            cluster.masters.push(m);
-        }
-        for i in 0..n {
-            cluster.restart(i);
-        }
-        cluster
+        Self::start_each(n, extra, |_| Vec::new())
     }
 
     fn master(&self, name: &str, addr: &str, bootstrap: Vec<String>) -> Master {
