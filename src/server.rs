@@ -72,6 +72,53 @@ pub struct ServerArgs {
     /// showing that the Jepsen suite catches the anomaly.
     #[arg(long)]
     pub unsafe_local_reads: bool,
+    /// File holding the admin bearer token every client request must carry
+    /// (give all masters the same file). Without it, the token is read
+    /// from DATA_DIR/admin-token, created with a random token on first
+    /// start.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// How often object watches that ask for bookmarks get one, in
+    /// milliseconds.
+    #[arg(long, default_value_t = 5_000)]
+    pub bookmark_interval_ms: u64,
+}
+
+/// The admin token: from --token-file, else DATA_DIR/admin-token (created
+/// on first start, readable by the owner only).
+fn load_token(args: &ServerArgs) -> anyhow::Result<String> {
+    let path = match &args.token_file {
+        Some(p) => p.clone(),
+        None => {
+            let p = args.data_dir.join("admin-token");
+            if !p.exists() {
+                use std::os::unix::fs::OpenOptionsExt;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&p)
+                    .with_context(|| format!("cannot create {}", p.display()))?;
+                std::io::Write::write_all(
+                    &mut f,
+                    format!("{}\n", rafter_apiserver::auth::generate_token()).as_bytes(),
+                )?;
+                f.sync_all()?;
+                tracing::info!(path = %p.display(), "generated the admin token");
+            }
+            p
+        }
+    };
+    let token = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read the token file {}", path.display()))?;
+    let token = token.trim().to_string();
+    if token.is_empty() || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        bail!(
+            "the token file {} must hold one token (no spaces); write e.g. `openssl rand -hex 16` into it",
+            path.display()
+        );
+    }
+    Ok(token)
 }
 
 /// An `--initial-cluster` value, parsed and checked.
@@ -212,7 +259,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let cluster_id = match (&data_dir.identity, expected_cluster, &join) {
         (Some(id), _, _) => id.cluster_id,
         (None, Some(c), _) => c,
-        (None, None, Some(seeds)) => fetch_cluster_id(seeds).await?,
+        (None, None, Some(seeds)) => fetch_cluster_id(seeds, &load_token(&args)?).await?,
         (None, None, None) => unreachable!("checked above"),
     };
     if data_dir.identity.is_none() {
@@ -223,6 +270,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         })?;
     }
 
+    let token = load_token(&args)?;
     let options = NodeOptions {
         heartbeat_ms: args.heartbeat_ms,
         election_timeout_min_ms: args.election_timeout_ms,
@@ -250,20 +298,34 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut grpc_stop = stop_rx.clone();
-    let grpc = tokio::spawn(rafter_raft_store::service::serve(
+    let tokens = rafter_apiserver::auth::Tokens::new(&token);
+    let api = rafter_apiserver::ApiServer::new(
         node.clone(),
-        listener,
+        rafter_apiserver::ApiOptions {
+            bookmark_interval: Duration::from_millis(args.bookmark_interval_ms.max(10)),
+        },
+    );
+    let check = {
+        let tokens = tokens.clone();
+        move |r| tokens.check(r)
+    };
+    let router = rafter_raft_store::service::router(node.clone(), check.clone()).add_service(
+        tonic::service::interceptor::InterceptedService::new(api.clone().service(), check),
+    );
+    let grpc = tokio::spawn(router.serve_with_incoming_shutdown(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
         async move {
             let _ = grpc_stop.wait_for(|s| *s).await;
         },
     ));
+    tokio::spawn(async move { api.ensure_system_namespaces().await });
     if let Some(l) = metrics_listener {
         tokio::spawn(serve_metrics(node.clone(), l, stop_rx.clone()));
     }
     if let Some(seeds) = join {
         let node = node.clone();
         tokio::spawn(async move {
-            if let Err(e) = join_cluster(&node, &seeds).await {
+            if let Err(e) = join_cluster(&node, &seeds, &token).await {
                 tracing::error!("joining the cluster failed: {e:#}");
             }
         });
@@ -284,8 +346,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn fetch_cluster_id(seeds: &[String]) -> anyhow::Result<u64> {
-    let client = rafter_client::Client::connect(seeds).await?;
+async fn fetch_cluster_id(seeds: &[String], token: &str) -> anyhow::Result<u64> {
+    let client = rafter_client::Client::connect_with_options(seeds, token_options(token)).await?;
     let mut last = None;
     for seed in seeds {
         match client.status_of(seed).await {
@@ -302,8 +364,8 @@ async fn fetch_cluster_id(seeds: &[String]) -> anyhow::Result<u64> {
 
 /// Asks the cluster to add this master (as learner, then voter) until it
 /// is a voter. Also finishes a join interrupted by a restart.
-async fn join_cluster(node: &Arc<Node>, seeds: &[String]) -> anyhow::Result<()> {
-    let client = rafter_client::Client::connect(seeds).await?;
+async fn join_cluster(node: &Arc<Node>, seeds: &[String], token: &str) -> anyhow::Result<()> {
+    let client = rafter_client::Client::connect_with_options(seeds, token_options(token)).await?;
     loop {
         if node
             .members()
@@ -320,6 +382,13 @@ async fn join_cluster(node: &Arc<Node>, seeds: &[String]) -> anyhow::Result<()> 
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
+    }
+}
+
+fn token_options(token: &str) -> rafter_client::ClientOptions {
+    rafter_client::ClientOptions {
+        token: Some(token.to_string()),
+        ..Default::default()
     }
 }
 

@@ -251,6 +251,7 @@ async fn watch_from_a_revision_resumes_across_leader_kill_and_compacted_start_is
         prefix: true,
         start_revision: first,
         prev_kv: false,
+        ..Default::default()
     });
     let mut seen: Vec<(u64, String)> = Vec::new();
     let collect = |seen: &mut Vec<(u64, String)>, resp: pb::WatchResponse| {
@@ -323,6 +324,7 @@ async fn watch_from_a_revision_resumes_across_leader_kill_and_compacted_start_is
         prefix: true,
         start_revision: first,
         prev_kv: false,
+        ..Default::default()
     });
     let item = tokio::time::timeout(Duration::from_secs(20), stale.next())
         .await

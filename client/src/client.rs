@@ -26,6 +26,7 @@ use rafter_proto::kv::{
     WatchResponse, WriteId,
 };
 use tokio::time::Instant;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Status, Streaming};
 
@@ -34,6 +35,22 @@ use crate::endpoints::{Endpoints, parse_endpoint};
 use crate::error::{Outcome, classify};
 use crate::watch::WatchStream;
 use crate::write_id::WriteIds;
+
+/// Adds the bearer token to every request.
+#[derive(Clone, Debug)]
+pub(crate) struct Auth(Option<tonic::metadata::AsciiMetadataValue>);
+
+impl tonic::service::Interceptor for Auth {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// One master's connection, with the token attached.
+pub(crate) type Conn = InterceptedService<Channel, Auth>;
 
 /// Largest message the client sends or accepts. tonic's default (4 MiB) is
 /// too small for big prefix reads.
@@ -57,6 +74,9 @@ pub struct ClientOptions {
     pub keep_alive_interval: Option<Duration>,
     /// How long to wait for a ping's answer. Default 5 s.
     pub keep_alive_timeout: Duration,
+    /// The bearer token sent with every request (masters refuse requests
+    /// without the cluster's token).
+    pub token: Option<String>,
 }
 
 impl Default for ClientOptions {
@@ -67,6 +87,7 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(1),
             keep_alive_interval: Some(Duration::from_secs(10)),
             keep_alive_timeout: Duration::from_secs(5),
+            token: None,
         }
     }
 }
@@ -104,7 +125,7 @@ impl std::fmt::Debug for Client {
 }
 
 struct Inner {
-    endpoints: Endpoints<Channel>,
+    endpoints: Endpoints<Conn>,
     write_ids: WriteIds,
     options: ClientOptions,
 }
@@ -143,7 +164,7 @@ impl Client {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let mut entries: Vec<(String, Channel)> = Vec::new();
+        let mut entries: Vec<(String, Conn)> = Vec::new();
         for given in endpoints {
             let (name, uri) = parse_endpoint(given.as_ref())?;
             if entries.iter().any(|(n, _)| *n == name) {
@@ -504,7 +525,7 @@ impl Client {
 
     async fn kv_call<T, F, Fut>(&self, policy: Policy, mut attempt: F) -> Result<T, Error>
     where
-        F: FnMut(KvClient<Channel>, Duration) -> Fut,
+        F: FnMut(KvClient<Conn>, Duration) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let (resp, _) = self
@@ -515,7 +536,7 @@ impl Client {
 
     async fn cluster_call<T, F, Fut>(&self, policy: Policy, mut attempt: F) -> Result<T, Error>
     where
-        F: FnMut(ClusterClient<Channel>, Duration) -> Fut,
+        F: FnMut(ClusterClient<Conn>, Duration) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let (resp, _) = self
@@ -562,13 +583,13 @@ impl Client {
     /// The loop described in the module docs. `attempt` gets the channel of
     /// the endpoint to try and the time that attempt may take; it is called
     /// again for every retry and must send the same request each time.
-    async fn with_failover<T, F, Fut>(
+    pub(crate) async fn with_failover<T, F, Fut>(
         &self,
         policy: Policy,
         mut attempt: F,
     ) -> Result<(T, usize), Error>
     where
-        F: FnMut(Channel, Duration) -> Fut,
+        F: FnMut(Conn, Duration) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let endpoints = &self.inner.endpoints;
@@ -631,7 +652,7 @@ pub(crate) fn backoff(round: u32) -> Duration {
     Duration::from_millis(rand::random_range(lo..=hi))
 }
 
-fn make_channel(name: &str, uri: String, options: &ClientOptions) -> Result<Channel, Error> {
+fn make_channel(name: &str, uri: String, options: &ClientOptions) -> Result<Conn, Error> {
     let mut endpoint = Endpoint::from_shared(uri)
         .map_err(|e| Error::InvalidEndpoint {
             endpoint: name.to_string(),
@@ -644,16 +665,20 @@ fn make_channel(name: &str, uri: String, options: &ClientOptions) -> Result<Chan
             .http2_keep_alive_interval(interval)
             .keep_alive_timeout(options.keep_alive_timeout);
     }
-    Ok(endpoint.connect_lazy())
+    let auth = Auth(match &options.token {
+        None => None,
+        Some(t) => Some(format!("Bearer {}", t.trim()).parse().map_err(|_| Error::InvalidToken)?),
+    });
+    Ok(InterceptedService::new(endpoint.connect_lazy(), auth))
 }
 
-fn kv_client(channel: Channel) -> KvClient<Channel> {
+fn kv_client(channel: Conn) -> KvClient<Conn> {
     KvClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE)
 }
 
-fn cluster_client(channel: Channel) -> ClusterClient<Channel> {
+fn cluster_client(channel: Conn) -> ClusterClient<Conn> {
     ClusterClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE)

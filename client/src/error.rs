@@ -32,6 +32,10 @@ pub enum Error {
         reason: String,
     },
 
+    /// The token holds characters a request header cannot carry.
+    #[error("the token is not valid: it must be printable ASCII without spaces")]
+    InvalidToken,
+
     /// The requested revision (a watch start or a past Range revision) is
     /// below the master's compaction point: its history is gone. The caller
     /// should read the current state again and watch from there.
@@ -79,6 +83,27 @@ impl Error {
     /// True for a definite `NOT_FOUND` answer.
     pub fn is_not_found(&self) -> bool {
         self.code() == Some(Code::NotFound)
+    }
+
+    /// The object API's description of a definite error (reason, message,
+    /// field causes), when the master sent one.
+    pub fn api_status(&self) -> Option<rafter_proto::api::ApiStatus> {
+        use prost::Message;
+        let s = self.status()?;
+        if s.details().is_empty() {
+            return None;
+        }
+        rafter_proto::api::ApiStatus::decode(s.details()).ok()
+    }
+
+    /// The object API's reason ("NotFound", "Conflict", "Gone", ...), if any.
+    pub fn reason(&self) -> Option<String> {
+        self.api_status().map(|s| s.reason)
+    }
+
+    /// True when the object API answered with `reason`.
+    pub fn is_reason(&self, reason: &str) -> bool {
+        self.reason().as_deref() == Some(reason)
     }
 }
 

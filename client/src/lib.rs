@@ -26,11 +26,14 @@
 mod client;
 mod endpoints;
 mod error;
+pub mod informer;
+mod objects;
 mod watch;
 mod write_id;
 
 pub use client::{Client, ClientOptions, MemberStatus};
 pub use error::Error;
+pub use objects::{DeleteOptions, ObjectList, ObjectWatch, WatchEvent};
 pub use watch::WatchStream;
 
 /// The generated request, response and message types, re-exported so users

@@ -232,10 +232,23 @@ impl Cluster {
             }
             None => Command::new(&self.config.rafter_bin),
         };
+        let token_file = node
+            .data_dir
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join("admin-token");
+        if !token_file.exists() {
+            std::fs::write(&token_file, TOKEN).map_err(|source| ClusterError::Io {
+                path: token_file.clone(),
+                source,
+            })?;
+        }
         let child = command
             .args(["server", "--name", &node.name, "--listen", &node.addr])
             .arg("--data-dir")
             .arg(&node.data_dir)
+            .arg("--token-file")
+            .arg(&token_file)
             .args(["--initial-cluster", &self.initial_cluster])
             .args(&self.config.server_args)
             .env("RUST_LOG", "info,openraft=warn")
@@ -340,6 +353,10 @@ impl Drop for Cluster {
     }
 }
 
+/// The admin token of the clusters the suite starts (they are local and
+/// short-lived; the token only has to be the same on every master).
+pub const TOKEN: &str = "jepsen-admin-token";
+
 /// A client with short timeouts, so that an operation against a dead or
 /// paused master turns into `info` within `op_timeout` rather than minutes.
 pub async fn client(endpoints: &[String], op_timeout: Duration) -> Result<Client, ClusterError> {
@@ -347,6 +364,7 @@ pub async fn client(endpoints: &[String], op_timeout: Duration) -> Result<Client
         request_timeout: Duration::from_secs(1).min(op_timeout),
         overall_timeout: op_timeout,
         connect_timeout: Duration::from_millis(500),
+        token: Some(TOKEN.into()),
         ..ClientOptions::default()
     };
     Client::connect_with_options(endpoints, options)

@@ -59,12 +59,14 @@ pub fn status_of(e: Error) -> Status {
     }
 }
 
-/// Serves every service of `node` on `listener` until `shutdown` resolves.
-pub async fn serve(
-    node: Arc<Node>,
-    listener: tokio::net::TcpListener,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), tonic::transport::Error> {
+/// Every service of `node` on one router: the Raft transport (masters
+/// only, unauthenticated) and the client-facing KV and Cluster services,
+/// each request of which passes `auth` first. Callers add their own
+/// services (the object API) and serve it.
+pub fn router<I>(node: Arc<Node>, auth: I) -> tonic::transport::server::Router
+where
+    I: tonic::service::Interceptor + Clone + Send + Sync + 'static,
+{
     let raft = RaftServer::new(RaftService { node: node.clone() })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -75,8 +77,18 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(raft)
-        .add_service(kv)
-        .add_service(cluster)
+        .add_service(tonic::service::interceptor::InterceptedService::new(kv, auth.clone()))
+        .add_service(tonic::service::interceptor::InterceptedService::new(cluster, auth))
+}
+
+/// Serves every service of `node` on `listener` until `shutdown` resolves,
+/// without authentication (for tests of the store alone).
+pub async fn serve(
+    node: Arc<Node>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    router(node, |r: Request<()>| Ok(r))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
 }

@@ -120,9 +120,21 @@ async fn run(
         }
     }
     last = last.max(current);
+    let progress = (req.progress_notify_ms > 0)
+        .then(|| std::time::Duration::from_millis(req.progress_notify_ms));
+    let mut progress_timer = tokio::time::interval(progress.unwrap_or(std::time::Duration::from_secs(86_400)));
+    progress_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    progress_timer.tick().await;
     loop {
         let record = tokio::select! {
             r = live.recv() => r,
+            _ = progress_timer.tick(), if progress.is_some() => {
+                // Everything up to `last` has been sent.
+                if send(last, Vec::new()).await.is_err() {
+                    return Ok(());
+                }
+                continue;
+            }
             _ = out.closed() => return Ok(()),
         };
         let record = match record {

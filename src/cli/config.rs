@@ -28,6 +28,10 @@ pub const CONFIG_ENV: &str = "RAFTER_CONFIG";
 pub struct ClientConfig {
     /// Master endpoints, `host:port`.
     pub endpoints: Vec<String>,
+    /// The bearer token requests carry.
+    pub token: Option<String>,
+    /// The namespace commands use without -n.
+    pub namespace: Option<String>,
 }
 
 impl ClientConfig {
@@ -48,6 +52,10 @@ impl ClientConfig {
             };
             match key.trim() {
                 "endpoints" => config.endpoints = split_endpoints(value),
+                "token" => config.token = Some(value.trim().to_string()).filter(|t| !t.is_empty()),
+                "namespace" => {
+                    config.namespace = Some(value.trim().to_string()).filter(|t| !t.is_empty())
+                }
                 other => tracing::warn!(
                     file = %origin.display(),
                     line = n + 1,
@@ -60,12 +68,19 @@ impl ClientConfig {
 
     /// The config as file text.
     pub fn render(&self) -> String {
-        format!(
+        let mut text = format!(
             "# Rafter client configuration (see `rafter --help`).\n\
              # endpoints: the masters to talk to, comma-separated host:port.\n\
              endpoints = {}\n",
             self.endpoints.join(",")
-        )
+        );
+        if let Some(t) = &self.token {
+            text.push_str(&format!("# token: the cluster's admin bearer token.\ntoken = {t}\n"));
+        }
+        if let Some(ns) = &self.namespace {
+            text.push_str(&format!("# namespace: used when a command has no -n.\nnamespace = {ns}\n"));
+        }
+        text
     }
 
     /// Writes the config to `path`, creating its directory.
@@ -101,6 +116,39 @@ pub fn config_path() -> anyhow::Result<PathBuf> {
 
 /// The endpoints to use: the `--endpoints` flag, else `$RAFTER_ENDPOINTS`,
 /// else the config file. Fails naming all three places when none has any.
+pub const TOKEN_ENV: &str = "RAFTER_TOKEN";
+
+/// The config file's settings, or the defaults when it does not exist.
+pub fn read_config() -> anyhow::Result<ClientConfig> {
+    let path = config_path()?;
+    match std::fs::read_to_string(&path) {
+        Ok(text) => ClientConfig::parse(&text, &path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ClientConfig::default()),
+        Err(e) => Err(e).with_context(|| format!("reading client config {}", path.display())),
+    }
+}
+
+/// The token: --token, else $RAFTER_TOKEN, else the config file's `token`.
+pub fn resolve_token(flag: Option<&str>) -> anyhow::Result<Option<String>> {
+    if let Some(t) = flag.map(str::trim).filter(|t| !t.is_empty()) {
+        return Ok(Some(t.to_string()));
+    }
+    if let Ok(t) = std::env::var(TOKEN_ENV)
+        && !t.trim().is_empty()
+    {
+        return Ok(Some(t.trim().to_string()));
+    }
+    Ok(read_config()?.token)
+}
+
+/// The namespace: -n, else the config file's `namespace`, else "default".
+pub fn resolve_namespace(flag: Option<&str>) -> anyhow::Result<String> {
+    if let Some(ns) = flag.filter(|n| !n.is_empty()) {
+        return Ok(ns.to_string());
+    }
+    Ok(read_config()?.namespace.unwrap_or_else(|| "default".into()))
+}
+
 pub fn resolve_endpoints(flag: Option<&str>) -> anyhow::Result<Vec<String>> {
     if let Some(flag) = flag {
         let endpoints = split_endpoints(flag);
@@ -146,6 +194,8 @@ mod tests {
     fn config_round_trips() {
         let config = ClientConfig {
             endpoints: vec!["127.0.0.1:7001".into(), "127.0.0.1:7002".into()],
+            token: Some("t0ken".into()),
+            namespace: Some("web".into()),
         };
         let parsed = ClientConfig::parse(&config.render(), Path::new("c")).unwrap();
         assert_eq!(parsed, config);

@@ -216,6 +216,7 @@ async fn watch(client: &Client, a: WatchArgs) -> anyhow::Result<()> {
         prefix: a.prefix,
         start_revision: a.rev.unwrap_or(0),
         prev_kv: false,
+        ..Default::default()
     });
     loop {
         let resp = tokio::select! {

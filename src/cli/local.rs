@@ -216,6 +216,25 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
 
     let exe = std::env::current_exe().context("finding the rafter executable")?;
     let initial_cluster = layout.initial_cluster();
+    // One admin token for every master, kept with the cluster.
+    let token_path = dir.join("admin-token");
+    if !token_path.exists() {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&token_path)
+            .with_context(|| format!("creating {}", token_path.display()))?;
+        std::io::Write::write_all(
+            &mut f,
+            format!("{}\n", rafter_apiserver::auth::generate_token()).as_bytes(),
+        )?;
+    }
+    let token = fs::read_to_string(&token_path)
+        .with_context(|| format!("reading {}", token_path.display()))?
+        .trim()
+        .to_string();
     let mut started: Vec<Started> = Vec::new();
     for m in layout.masters() {
         let data_dir = dir.join(&m.name);
@@ -240,6 +259,8 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
             .args(["--listen", &m.address])
             .args(["--initial-cluster", &initial_cluster])
             .args(["--metrics-listen", &m.metrics_address])
+            .arg("--token-file")
+            .arg(&token_path)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -265,7 +286,7 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
     }
 
     outln!("Waiting for a leader...")?;
-    let (leader, statuses) = wait_for_leader(&layout, &mut started)
+    let (leader, statuses) = wait_for_leader(&layout, &mut started, &token)
         .await
         .with_context(|| {
             format!(
@@ -277,6 +298,8 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
 
     let config = ClientConfig {
         endpoints: layout.endpoints(),
+        token: Some(token.clone()),
+        namespace: None,
     };
     let local_config = dir.join("config");
     config.write(&local_config)?;
@@ -317,11 +340,12 @@ struct Started {
 async fn wait_for_leader(
     layout: &Layout,
     started: &mut [Started],
-) -> anyhow::Result<(String, Vec<MemberStatus>)> {
+ token: &str,) -> anyhow::Result<(String, Vec<MemberStatus>)> {
     let options = ClientOptions {
         request_timeout: Duration::from_secs(1),
         overall_timeout: Duration::from_secs(2),
         connect_timeout: Duration::from_millis(500),
+        token: Some(token.to_string()),
         ..Default::default()
     };
     let client = Client::connect_with_options(layout.endpoints(), options).await?;
@@ -463,6 +487,9 @@ async fn status(a: DirArgs) -> anyhow::Result<()> {
         let options = ClientOptions {
             request_timeout: Duration::from_secs(2),
             overall_timeout: Duration::from_secs(4),
+            token: fs::read_to_string(dir.join("admin-token"))
+                .ok()
+                .map(|t| t.trim().to_string()),
             ..Default::default()
         };
         let client = Client::connect_with_options(layout.endpoints(), options).await?;

@@ -46,13 +46,21 @@ pub struct GlobalArgs {
     /// else the `endpoints` line of $RAFTER_CONFIG or ~/.rafter/config.
     #[arg(long, global = true, value_name = "HOST:PORT,...")]
     pub endpoints: Option<String>,
+    /// Bearer token for the masters. Default: $RAFTER_TOKEN, else the
+    /// `token` line of the config file (written by `rafter local up`).
+    #[arg(long, global = true, value_name = "TOKEN")]
+    pub token: Option<String>,
 }
 
 impl GlobalArgs {
     /// A client for the configured masters.
     pub async fn client(&self) -> anyhow::Result<Client> {
         let endpoints = config::resolve_endpoints(self.endpoints.as_deref())?;
-        Ok(Client::connect(endpoints).await?)
+        let options = rafter_client::ClientOptions {
+            token: config::resolve_token(self.token.as_deref())?,
+            ..Default::default()
+        };
+        Ok(Client::connect_with_options(endpoints, options).await?)
     }
 }
 

@@ -74,6 +74,9 @@ pub struct Cluster {
     pub extra: Vec<String>,
 }
 
+/// The admin token every test cluster uses.
+pub const TOKEN: &str = "test-admin-token";
+
 /// Flags that make elections and snapshots quick enough for tests.
 pub const FAST: &[&str] = &["--heartbeat-ms", "50", "--election-timeout-ms", "300"];
 
@@ -112,6 +115,10 @@ impl Cluster {
     /// (Re)starts master `i` with its data directory and flags.
     pub fn restart(&mut self, i: usize) {
         let extra = self.extra.clone();
+        let token_file = self.dir.path().join("token");
+        if !token_file.exists() {
+            std::fs::write(&token_file, TOKEN).expect("write token file");
+        }
         let m = &mut self.masters[i];
         assert!(m.child.is_none(), "{} is already running", m.name);
         let log = std::fs::OpenOptions::new()
@@ -123,6 +130,8 @@ impl Cluster {
             .args(["server", "--name", &m.name, "--listen", &m.addr])
             .arg("--data-dir")
             .arg(&m.data_dir)
+            .arg("--token-file")
+            .arg(&token_file)
             .args(&m.bootstrap)
             .args(&extra)
             .env("RUST_LOG", "info,openraft=warn")
@@ -178,6 +187,7 @@ impl Cluster {
         let options = ClientOptions {
             request_timeout: Duration::from_secs(3),
             overall_timeout: Duration::from_secs(30),
+            token: Some(TOKEN.into()),
             ..ClientOptions::default()
         };
         Client::connect_with_options(endpoints, options)
@@ -242,6 +252,7 @@ impl Cluster {
         let out = Command::new(rafter_bin())
             .args(args)
             .env("RAFTER_ENDPOINTS", self.endpoint_flag())
+            .env("RAFTER_TOKEN", TOKEN)
             .env("RAFTER_CONFIG", self.dir.path().join("no-config"))
             .output()
             .expect("run rafter");
@@ -278,9 +289,13 @@ impl Drop for Cluster {
     }
 }
 
-/// Full range of every key (serializable) on one master.
+/// Every key but the API server's objects (serializable) on one master.
 pub async fn dump(client: &Client, addr: &str) -> Vec<(Vec<u8>, Vec<u8>, u64)> {
-    let one = rafter_client::Client::connect([addr])
+    let options = ClientOptions {
+        token: Some(TOKEN.into()),
+        ..ClientOptions::default()
+    };
+    let one = rafter_client::Client::connect_with_options([addr], options)
         .await
         .expect("client");
     let _ = client;
@@ -293,8 +308,11 @@ pub async fn dump(client: &Client, addr: &str) -> Vec<(Vec<u8>, Vec<u8>, u64)> {
         })
         .await
         .expect("range");
+    // Objects the API server writes by itself (the system namespaces) are
+    // not the test's keys.
     resp.kvs
         .into_iter()
+        .filter(|kv| !kv.key.starts_with(b"/registry/"))
         .map(|kv| (kv.key, kv.value, kv.mod_revision))
         .collect()
 }

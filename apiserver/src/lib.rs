@@ -1,0 +1,265 @@
+//! The API server every master runs: the generic object verbs of
+//! `rafter.api.v1.Objects` over raft-store, with validation and defaulting,
+//! selectors, watches with bookmarks, and the bearer-token check.
+//!
+//! Requests name their kind; [`rafter_proto::with_kind`] turns the name into
+//! the kind's Rust type, and everything below is generic over
+//! [`Object`](rafter_proto::object::Object).
+
+pub mod auth;
+pub mod error;
+pub mod store;
+pub mod validate;
+pub mod watch;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message;
+use rafter_proto::api::objects_server::{Objects, ObjectsServer};
+use rafter_proto::api::{
+    self, CreateRequest, DeleteRequest, GetRequest, ListRequest, ListResponse, ObjectResponse,
+    PatchRequest, UpdateRequest, WatchEvent, WatchRequest,
+};
+use rafter_proto::object::Object;
+use rafter_proto::with_kind;
+use rafter_raft_store::node::Node;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::error::{ApiError, Reason, Result};
+use crate::store::Store;
+
+/// Settings of the API server.
+#[derive(Debug, Clone)]
+pub struct ApiOptions {
+    /// How often a watch that asked for bookmarks gets one.
+    pub bookmark_interval: Duration,
+}
+
+impl Default for ApiOptions {
+    fn default() -> Self {
+        ApiOptions {
+            bookmark_interval: store::DEFAULT_BOOKMARK_INTERVAL,
+        }
+    }
+}
+
+/// The Objects service of one master.
+#[derive(Clone)]
+pub struct ApiServer {
+    store: Store,
+    options: ApiOptions,
+}
+
+/// Namespaces that exist from the start.
+pub const SYSTEM_NAMESPACES: &[&str] = &["default", "rafter-system"];
+
+impl ApiServer {
+    pub fn new(node: Arc<Node>, options: ApiOptions) -> Self {
+        ApiServer {
+            store: Store { node },
+            options,
+        }
+    }
+
+    /// The gRPC service.
+    pub fn service(self) -> ObjectsServer<ApiServer> {
+        ObjectsServer::new(self)
+            .max_decoding_message_size(64 * 1024 * 1024)
+            .max_encoding_message_size(64 * 1024 * 1024)
+    }
+
+    /// Creates the system namespaces when missing; retries until the
+    /// cluster has a leader. Every master runs it; the losers of the race
+    /// see AlreadyExists.
+    pub async fn ensure_system_namespaces(&self) {
+        for name in SYSTEM_NAMESPACES {
+            loop {
+                let mut ns = api::Namespace::default();
+                ns.metadata_mut().name = name.to_string();
+                match self.store.create(ns, None).await {
+                    Ok(_) => break,
+                    Err(e) if e.reason == Reason::AlreadyExists => break,
+                    Err(e) => {
+                        tracing::debug!(namespace = name, error = %e.message, "namespace not created yet; retrying");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl ApiError {
+    /// Adds the leader's address to an Unavailable error.
+    pub fn with_leader(mut self, store: &Store) -> Self {
+        if self.reason == Reason::Unavailable
+            && let Some((_, m)) = store.node.leader()
+        {
+            self.leader = m.addr;
+        }
+        self
+    }
+}
+
+fn unknown_kind(kind: &str) -> ApiError {
+    let known: Vec<&str> = rafter_proto::object::KINDS.iter().map(|k| k.kind).collect();
+    ApiError::new(
+        Reason::NotFound,
+        format!("the server doesn't have a resource type {kind:?}; known kinds: {}", known.join(", ")),
+    )
+}
+
+fn decode_request<K: Object>(bytes: &[u8]) -> Result<K> {
+    let obj = K::decode(bytes).map_err(|e| {
+        ApiError::bad_request(format!("the request's object is not a valid {}: {e}", K::INFO.kind))
+    })?;
+    let (av, kind) = obj.type_meta();
+    if !kind.is_empty() && kind != K::INFO.kind {
+        return Err(ApiError::bad_request(format!(
+            "the object's kind {kind:?} does not match the request's kind {:?}",
+            K::INFO.kind
+        )));
+    }
+    if !av.is_empty() && av != K::INFO.api_version {
+        return Err(ApiError::bad_request(format!(
+            "{} is served as apiVersion {:?}, not {av:?}",
+            K::INFO.kind,
+            K::INFO.api_version
+        )));
+    }
+    Ok(obj)
+}
+
+fn reply<K: Object>(obj: K) -> ObjectResponse {
+    ObjectResponse {
+        object: obj.encode_to_vec(),
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = std::result::Result<WatchEvent, Status>> + Send>>;
+
+impl ApiServer {
+    fn finish<T>(&self, r: Result<T>) -> std::result::Result<Response<T>, Status> {
+        r.map(Response::new)
+            .map_err(|e| e.with_leader(&self.store).into())
+    }
+}
+
+#[tonic::async_trait]
+impl Objects for ApiServer {
+    async fn create(
+        &self,
+        req: Request<CreateRequest>,
+    ) -> std::result::Result<Response<ObjectResponse>, Status> {
+        let req = req.into_inner();
+        let s = &self.store;
+        let r = with_kind!(req.kind.as_str(), K => async {
+            let obj: K = decode_request(&req.object)?;
+            s.create(obj, req.write_id).await.map(reply)
+        }.await, _ => Err(unknown_kind(&req.kind)));
+        self.finish(r)
+    }
+
+    async fn get(
+        &self,
+        req: Request<GetRequest>,
+    ) -> std::result::Result<Response<ObjectResponse>, Status> {
+        let req = req.into_inner();
+        let s = &self.store;
+        let r = with_kind!(req.kind.as_str(), K => s
+            .get::<K>(&req.namespace, &req.name, req.serializable)
+            .await
+            .map(reply), _ => Err(unknown_kind(&req.kind)));
+        self.finish(r)
+    }
+
+    async fn list(
+        &self,
+        req: Request<ListRequest>,
+    ) -> std::result::Result<Response<ListResponse>, Status> {
+        let req = req.into_inner();
+        let s = &self.store;
+        let r = with_kind!(req.kind.as_str(), K => async {
+            let (labels, fields) = store::parse_selectors(&req.label_selector, &req.field_selector)?;
+            let (items, revision) = s.list::<K>(&req.namespace, &labels, &fields, req.serializable).await?;
+            Ok(ListResponse {
+                items: items.iter().map(|o| o.encode_to_vec()).collect(),
+                resource_version: revision.to_string(),
+            })
+        }.await, _ => Err(unknown_kind(&req.kind)));
+        self.finish(r)
+    }
+
+    async fn update(
+        &self,
+        req: Request<UpdateRequest>,
+    ) -> std::result::Result<Response<ObjectResponse>, Status> {
+        let req = req.into_inner();
+        let s = &self.store;
+        let r = with_kind!(req.kind.as_str(), K => async {
+            let obj: K = decode_request(&req.object)?;
+            s.update(obj, false, req.write_id).await.map(reply)
+        }.await, _ => Err(unknown_kind(&req.kind)));
+        self.finish(r)
+    }
+
+    async fn update_status(
+        &self,
+        req: Request<UpdateRequest>,
+    ) -> std::result::Result<Response<ObjectResponse>, Status> {
+        let req = req.into_inner();
+        let s = &self.store;
+        let r = with_kind!(req.kind.as_str(), K => async {
+            let obj: K = decode_request(&req.object)?;
+            s.update(obj, true, req.write_id).await.map(reply)
+        }.await, _ => Err(unknown_kind(&req.kind)));
+        self.finish(r)
+    }
+
+    async fn patch(
+        &self,
+        req: Request<PatchRequest>,
+    ) -> std::result::Result<Response<ObjectResponse>, Status> {
+        let req = req.into_inner();
+        let s = &self.store;
+        let r = with_kind!(req.kind.as_str(), K => s
+            .patch::<K>(&req.namespace, &req.name, &req.merge_patch, req.status, req.write_id)
+            .await
+            .map(reply), _ => Err(unknown_kind(&req.kind)));
+        self.finish(r)
+    }
+
+    async fn delete(
+        &self,
+        req: Request<DeleteRequest>,
+    ) -> std::result::Result<Response<ObjectResponse>, Status> {
+        let req = req.into_inner();
+        let s = &self.store;
+        let r = with_kind!(req.kind.as_str(), K => s
+            .delete::<K>(&req.namespace, &req.name, req.preconditions, &req.propagation_policy, req.write_id)
+            .await
+            .map(reply), _ => Err(unknown_kind(&req.kind)));
+        self.finish(r)
+    }
+
+    type WatchStream = EventStream;
+
+    async fn watch(
+        &self,
+        req: Request<WatchRequest>,
+    ) -> std::result::Result<Response<Self::WatchStream>, Status> {
+        let req = req.into_inner();
+        let (tx, rx) = mpsc::channel(256);
+        let store = self.store.clone();
+        let ms = self.options.bookmark_interval.as_millis().max(1) as u64;
+        with_kind!(req.kind.as_str(), K => {
+            tokio::spawn(watch::serve::<K>(store, req, ms, tx));
+        }, _ => return Err(unknown_kind(&req.kind).into()));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

@@ -1,0 +1,669 @@
+//! The generic verbs over raft-store, for every kind `K`.
+//!
+//! An object is its kind's protobuf bytes under `K::INFO.key(ns, name)`;
+//! its resourceVersion is the key's mod_revision (not stored in the bytes).
+//! Every write is one Txn guarded by a compare on the key's revision, so an
+//! update computed from a stale read can never overwrite a newer object.
+//!
+//! Exactly-once: a request's write id is used for its first Txn; when the
+//! server itself retries after losing a race (patch, delete, update without
+//! a resourceVersion), attempt `n` uses the id with `n` in its top byte. A
+//! client resending the request replays the same attempts, and the store
+//! answers each from its de-duplication table, so the request is applied
+//! at most once and the client sees the first outcome.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use rafter_proto::age::format_rfc3339_utc;
+use rafter_proto::api::{self, WriteId};
+use rafter_proto::json;
+use rafter_proto::kv::{self, compare, request_op};
+use rafter_proto::object::Object;
+use rafter_proto::selector::{FieldSelector, LabelSelector};
+use rafter_raft_store::node::Node;
+use rafter_raft_store::range::read_range;
+use serde_json::Value;
+
+use crate::error::{ApiError, Reason, Result};
+use crate::validate::{self, MAX_OBJECT_BYTES};
+
+/// Fields every kind can be selected on; kinds without one see "".
+pub const SELECTABLE_FIELDS: &[&str] = &[
+    "metadata.name",
+    "metadata.namespace",
+    "spec.nodeName",
+    "status.phase",
+];
+
+/// How many times the server retries a write that lost a race it can
+/// safely redo (patch, delete, update without resourceVersion).
+const MAX_ATTEMPTS: u64 = 8;
+
+/// The generic object store of one master.
+#[derive(Clone)]
+pub struct Store {
+    pub node: Arc<Node>,
+}
+
+fn attempt_id(id: &Option<WriteId>, attempt: u64) -> Option<kv::WriteId> {
+    id.as_ref().map(|w| kv::WriteId {
+        client_id: w.client_id,
+        seq: w.seq | (attempt << 56),
+    })
+}
+
+pub fn revision_string(r: u64) -> String {
+    r.to_string()
+}
+
+/// Parses a resourceVersion given by a client ("" → 0).
+pub fn parse_revision(rv: &str) -> Result<u64> {
+    if rv.is_empty() {
+        return Ok(0);
+    }
+    rv.parse().map_err(|_| {
+        ApiError::bad_request(format!(
+            "invalid resourceVersion {rv:?}: resource versions are decimal numbers returned by the server"
+        ))
+    })
+}
+
+/// Decodes a stored object and stamps its resourceVersion.
+pub fn decode<K: Object>(kv: &kv::KeyValue) -> Result<K> {
+    let mut obj = K::decode(kv.value.as_slice())
+        .map_err(|e| ApiError::internal(format!("stored {} is undecodable: {e}", K::INFO.kind)))?;
+    obj.metadata_mut().resource_version = revision_string(kv.mod_revision);
+    obj.set_type_meta();
+    Ok(obj)
+}
+
+fn encode<K: Object>(obj: &K) -> Result<Vec<u8>> {
+    let mut stored = obj.clone();
+    stored.metadata_mut().resource_version.clear();
+    stored.set_type_meta();
+    let bytes = stored.encode_to_vec();
+    if bytes.len() > MAX_OBJECT_BYTES {
+        let m = obj.metadata();
+        return Err(ApiError::new(
+            Reason::Invalid,
+            format!(
+                "{} \"{}\" is too large: {} bytes, the limit is {MAX_OBJECT_BYTES} (1.5 MiB)",
+                K::INFO.kind,
+                m.name,
+                bytes.len()
+            ),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Whether `obj` passes the selectors.
+pub fn selected<K: Object>(obj: &K, labels: &LabelSelector, fields: &FieldSelector) -> bool {
+    if !labels.matches(&obj.metadata().labels) {
+        return false;
+    }
+    if fields.is_empty() {
+        return true;
+    }
+    let value = json::to_value(obj);
+    fields.matches(|path| {
+        let mut v = &value;
+        for part in path.split('.') {
+            v = v.get(part)?;
+        }
+        Some(match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+    })
+}
+
+pub fn parse_selectors(label: &str, field: &str) -> Result<(LabelSelector, FieldSelector)> {
+    let labels =
+        LabelSelector::parse(label).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let fields = FieldSelector::parse(field, SELECTABLE_FIELDS)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok((labels, fields))
+}
+
+fn now() -> String {
+    format_rfc3339_utc(SystemTime::now())
+}
+
+fn new_uid() -> String {
+    let b: [u8; 16] = rand::random();
+    format!(
+        "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-4{:01x}{:02x}-{:01x}{:01x}{:02x}-{}",
+        b[0], b[1], b[2], b[3], b[4], b[5], b[6] & 0x0f, b[7],
+        8 | (b[8] & 0x3), b[8] >> 4, b[9],
+        b[10..16].iter().map(|x| format!("{x:02x}")).collect::<String>()
+    )
+}
+
+fn random_suffix() -> String {
+    const CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    (0..5)
+        .map(|_| CHARS[rand::random_range(0..CHARS.len())] as char)
+        .collect()
+}
+
+fn cmp_mod(key: &str, rev: u64) -> kv::Compare {
+    kv::Compare {
+        result: compare::CompareResult::Equal as i32,
+        target: compare::CompareTarget::Mod as i32,
+        key: key.as_bytes().to_vec(),
+        target_union: Some(compare::TargetUnion::ModRevision(rev)),
+    }
+}
+
+fn put_op(key: &str, value: Vec<u8>) -> kv::RequestOp {
+    kv::RequestOp {
+        request: Some(request_op::Request::RequestPut(kv::PutRequest {
+            key: key.as_bytes().to_vec(),
+            value,
+            ..Default::default()
+        })),
+    }
+}
+
+fn delete_op(key: &str) -> kv::RequestOp {
+    kv::RequestOp {
+        request: Some(request_op::Request::RequestDeleteRange(kv::DeleteRangeRequest {
+            key: key.as_bytes().to_vec(),
+            ..Default::default()
+        })),
+    }
+}
+
+/// What a guarded write did.
+enum Written {
+    /// Applied at this revision.
+    Applied(u64),
+    /// The guard failed: the key changed (or exists, for a create).
+    Lost,
+}
+
+impl Store {
+    fn meta_name<K: Object>(obj: &K) -> String {
+        obj.metadata().name.clone()
+    }
+
+    /// Makes the next local read linearizable unless `serializable`.
+    async fn barrier(&self, serializable: bool) -> Result<()> {
+        if !serializable && !self.node.options.unsafe_local_reads {
+            self.node.read_barrier().await?;
+        }
+        Ok(())
+    }
+
+    fn read_key(&self, key: &str, revision: u64) -> Result<Option<kv::KeyValue>> {
+        let resp = read_range(
+            &self.node.shared.db,
+            &kv::RangeRequest {
+                key: key.as_bytes().to_vec(),
+                revision,
+                ..Default::default()
+            },
+        )?;
+        Ok(resp.kvs.into_iter().next())
+    }
+
+    /// Waits until this master has applied `revision`.
+    async fn wait_applied(&self, revision: u64) -> Result<()> {
+        if self.node.shared.revision.load(Ordering::Acquire) >= revision {
+            return Ok(());
+        }
+        let mut events = self.node.shared.events.subscribe();
+        let deadline = tokio::time::Instant::now() + self.node.options.request_timeout;
+        while self.node.shared.revision.load(Ordering::Acquire) < revision {
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Err(_) => {
+                    // Not applied here in time (a lagging follower): fall
+                    // back to a read barrier, which waits for the leader's
+                    // commit index.
+                    self.node.read_barrier().await?;
+                    break;
+                }
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
+                    return Err(rafter_raft_store::Error::ShuttingDown.into());
+                }
+                Ok(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// One guarded write.
+    async fn txn(
+        &self,
+        write_id: Option<kv::WriteId>,
+        compare: kv::Compare,
+        op: kv::RequestOp,
+    ) -> Result<Written> {
+        let proposal = kv::Proposal {
+            write_id,
+            op: Some(kv::proposal::Op::Txn(kv::TxnRequest {
+                compare: vec![compare],
+                success: vec![op],
+                ..Default::default()
+            })),
+        };
+        let result = self.node.propose(&proposal).await?;
+        match result.result {
+            Some(kv::proposal_result::Result::Txn(t)) => {
+                if t.succeeded {
+                    // The header revision is the Txn's own.
+                    let rev = t.header.map(|h| h.revision).unwrap_or_default();
+                    Ok(Written::Applied(rev))
+                } else {
+                    Ok(Written::Lost)
+                }
+            }
+            Some(kv::proposal_result::Result::Error(e)) => Err(rafter_raft_store::Error::Proposal {
+                code: e.code,
+                message: e.message,
+            }
+            .into()),
+            _ => Err(ApiError::internal("the store answered a Txn with another result")),
+        }
+    }
+
+    /// The object as stored at `revision` (after waiting for this master to
+    /// have applied it): what a write at that revision produced.
+    async fn read_written<K: Object>(&self, key: &str, revision: u64) -> Result<K> {
+        self.wait_applied(revision).await?;
+        match self.read_key(key, revision)? {
+            Some(kv) => decode(&kv),
+            None => Err(ApiError::internal(format!(
+                "{key} is missing at revision {revision} right after it was written"
+            ))),
+        }
+    }
+
+    /// The current object, if any (linearizable unless `serializable`).
+    async fn current<K: Object>(
+        &self,
+        namespace: &str,
+        name: &str,
+        serializable: bool,
+    ) -> Result<Option<K>> {
+        self.barrier(serializable).await?;
+        let key = K::INFO.key(namespace, name);
+        self.read_key(&key, 0)?.map(|kv| decode(&kv)).transpose()
+    }
+
+    pub async fn get<K: Object>(&self, namespace: &str, name: &str, serializable: bool) -> Result<K> {
+        check_scope::<K>(namespace)?;
+        self.current(namespace, name, serializable)
+            .await?
+            .ok_or_else(|| ApiError::not_found(K::INFO, name))
+    }
+
+    /// Every selected object and the revision they were read at.
+    pub async fn list<K: Object>(
+        &self,
+        namespace: &str,
+        labels: &LabelSelector,
+        fields: &FieldSelector,
+        serializable: bool,
+    ) -> Result<(Vec<K>, u64)> {
+        self.barrier(serializable).await?;
+        let resp = read_range(
+            &self.node.shared.db,
+            &kv::RangeRequest {
+                key: K::INFO.prefix(namespace).into_bytes(),
+                prefix: true,
+                ..Default::default()
+            },
+        )?;
+        let revision = resp.header.map(|h| h.revision).unwrap_or_default();
+        let mut items = Vec::with_capacity(resp.kvs.len());
+        for kv in &resp.kvs {
+            let obj: K = decode(kv)?;
+            if selected(&obj, labels, fields) {
+                items.push(obj);
+            }
+        }
+        Ok((items, revision))
+    }
+
+    /// Fails with NotFound when a namespaced object's namespace is missing.
+    async fn check_namespace<K: Object>(&self, namespace: &str) -> Result<()> {
+        if !K::INFO.namespaced {
+            return Ok(());
+        }
+        let key = <api::Namespace as Object>::INFO.key("", namespace);
+        match self.read_key(&key, 0)? {
+            Some(_) => Ok(()),
+            None => Err(ApiError::not_found(<api::Namespace as Object>::INFO, namespace)),
+        }
+    }
+
+    pub async fn create<K: Object>(&self, mut obj: K, write_id: Option<WriteId>) -> Result<K> {
+        {
+            let m = obj.metadata_mut();
+            if m.name.is_empty() && !m.generate_name.is_empty() {
+                m.name = format!("{}{}", m.generate_name, random_suffix());
+            }
+            m.uid = new_uid();
+            m.creation_timestamp = now();
+            m.deletion_timestamp.clear();
+            m.resource_version.clear();
+            m.generation = if K::INFO.has_spec { 1 } else { 0 };
+        }
+        let name = Self::meta_name(&obj);
+        validate::prepare(&mut obj).map_err(|c| ApiError::invalid(K::INFO, &name, c))?;
+        let m = obj.metadata();
+        self.barrier(false).await?;
+        self.check_namespace::<K>(&m.namespace).await?;
+        let key = K::INFO.key(&m.namespace, &m.name);
+        let bytes = encode(&obj)?;
+        let guard = kv::Compare {
+            result: compare::CompareResult::Equal as i32,
+            target: compare::CompareTarget::Create as i32,
+            key: key.as_bytes().to_vec(),
+            target_union: Some(compare::TargetUnion::CreateRevision(0)),
+        };
+        match self.txn(attempt_id(&write_id, 0), guard, put_op(&key, bytes)).await? {
+            Written::Applied(rev) => self.read_written(&key, rev).await,
+            Written::Lost => Err(ApiError::already_exists(K::INFO, &name)),
+        }
+    }
+
+    /// Writes `next` over `current` (which was read at its resourceVersion):
+    /// `Lost` when the stored object moved on meanwhile. A deleted object
+    /// whose last finalizer is gone is removed instead.
+    async fn write_over<K: Object>(
+        &self,
+        current: &K,
+        mut next: K,
+        write_id: Option<kv::WriteId>,
+    ) -> Result<(Written, Option<K>)> {
+        let cm = current.metadata();
+        let key = K::INFO.key(&cm.namespace, &cm.name);
+        let rev = parse_revision(&cm.resource_version)?;
+        {
+            // Identity and bookkeeping fields are the server's.
+            let m = next.metadata_mut();
+            m.name = cm.name.clone();
+            m.namespace = cm.namespace.clone();
+            m.uid = cm.uid.clone();
+            m.creation_timestamp = cm.creation_timestamp.clone();
+            m.generate_name = cm.generate_name.clone();
+            if !cm.deletion_timestamp.is_empty() {
+                m.deletion_timestamp = cm.deletion_timestamp.clone();
+            }
+            m.generation = cm.generation;
+        }
+        if K::INFO.has_spec && next.spec_bytes() != current.spec_bytes() {
+            next.metadata_mut().generation = cm.generation + 1;
+        }
+        let name = cm.name.clone();
+        validate::prepare(&mut next).map_err(|c| ApiError::invalid(K::INFO, &name, c))?;
+        next.metadata_mut().resource_version = cm.resource_version.clone();
+        if next == *current {
+            // Nothing changed: no write, the resourceVersion stays.
+            return Ok((Written::Applied(rev), Some(next)));
+        }
+        let nm = next.metadata();
+        if !nm.deletion_timestamp.is_empty() && nm.finalizers.is_empty() {
+            let w = self.txn(write_id, cmp_mod(&key, rev), delete_op(&key)).await?;
+            return Ok((w, None));
+        }
+        if !cm.deletion_timestamp.is_empty() {
+            let added = nm.finalizers.iter().any(|f| !cm.finalizers.contains(f));
+            if added {
+                return Err(ApiError::new(
+                    Reason::Forbidden,
+                    format!(
+                        "{} \"{name}\" is being deleted: no new finalizers can be added",
+                        K::INFO.qualified_plural()
+                    ),
+                ));
+            }
+        }
+        let bytes = encode(&next)?;
+        let w = self.txn(write_id, cmp_mod(&key, rev), put_op(&key, bytes)).await?;
+        Ok((w, Some(next)))
+    }
+
+    /// Finishes a write: the stored object (or, for a removal, the last
+    /// state stamped with the deletion revision).
+    async fn written<K: Object>(&self, written: Written, result: Option<K>, prev: &K) -> Result<Option<K>> {
+        match (written, result) {
+            (Written::Applied(rev), Some(obj)) => {
+                if obj.metadata().resource_version == rev.to_string() && obj == *prev {
+                    return Ok(Some(obj)); // no-op update
+                }
+                let m = obj.metadata();
+                let key = K::INFO.key(&m.namespace, &m.name);
+                self.read_written(&key, rev).await.map(Some)
+            }
+            (Written::Applied(rev), None) => {
+                let mut last = prev.clone();
+                last.metadata_mut().resource_version = rev.to_string();
+                last.metadata_mut().finalizers.clear();
+                Ok(Some(last))
+            }
+            (Written::Lost, _) => Ok(None),
+        }
+    }
+
+    /// Update (spec and metadata) or UpdateStatus (`status_only`).
+    ///
+    /// With a resourceVersion in `obj`, a compare-and-swap on it (Conflict
+    /// when it is not current). Without one, the server reads the current
+    /// object and retries on races.
+    pub async fn update<K: Object>(
+        &self,
+        obj: K,
+        status_only: bool,
+        write_id: Option<WriteId>,
+    ) -> Result<K> {
+        if status_only && !K::INFO.has_status {
+            return Err(ApiError::new(
+                Reason::MethodNotAllowed,
+                format!("{} have no status: use Update", K::INFO.qualified_plural()),
+            ));
+        }
+        let m = obj.metadata();
+        let (namespace, name) = (m.namespace.clone(), m.name.clone());
+        check_scope::<K>(&namespace)?;
+        if name.is_empty() {
+            return Err(ApiError::invalid(
+                K::INFO,
+                "",
+                vec![api::FieldCause {
+                    field: "metadata.name".into(),
+                    message: "Required value: name is required".into(),
+                }],
+            ));
+        }
+        let expected = parse_revision(&m.resource_version)?;
+        for attempt in 0..MAX_ATTEMPTS {
+            let current: K = self
+                .current(&namespace, &name, false)
+                .await?
+                .ok_or_else(|| ApiError::not_found(K::INFO, &name))?;
+            let current_rev = parse_revision(&current.metadata().resource_version)?;
+            if expected != 0 && expected != current_rev && attempt == 0 {
+                return Err(ApiError::conflict(
+                    K::INFO,
+                    &name,
+                    "the object has been modified; please apply your changes to the latest version and try again",
+                ));
+            }
+            let next = merge_for_update(&current, &obj, status_only);
+            let id = attempt_id(&write_id, attempt);
+            let (w, result) = self.write_over(&current, next, id).await?;
+            if let Some(done) = self.written(w, result, &current).await? {
+                return Ok(done);
+            }
+            if expected != 0 {
+                return Err(ApiError::conflict(
+                    K::INFO,
+                    &name,
+                    "the object has been modified; please apply your changes to the latest version and try again",
+                ));
+            }
+        }
+        Err(too_busy(K::INFO, &name))
+    }
+
+    /// JSON merge patch of the object (or of its status).
+    pub async fn patch<K: Object>(
+        &self,
+        namespace: &str,
+        name: &str,
+        patch: &[u8],
+        status_only: bool,
+        write_id: Option<WriteId>,
+    ) -> Result<K> {
+        check_scope::<K>(namespace)?;
+        let patch: Value = serde_json::from_slice(patch)
+            .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
+        if !patch.is_object() {
+            return Err(ApiError::bad_request("a merge patch must be a JSON object"));
+        }
+        let expected = patch
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .map(parse_revision)
+            .transpose()?
+            .unwrap_or(0);
+        for attempt in 0..MAX_ATTEMPTS {
+            let current: K = self
+                .current(namespace, name, false)
+                .await?
+                .ok_or_else(|| ApiError::not_found(K::INFO, name))?;
+            if expected != 0 && expected.to_string() != current.metadata().resource_version {
+                return Err(ApiError::conflict(K::INFO, name, "the object has been modified; please apply your changes to the latest version and try again"));
+            }
+            let mut doc = json::to_value(&current);
+            json::merge_patch(&mut doc, &patch);
+            let patched: K = json::from_value(doc).map_err(|e| {
+                ApiError::invalid(
+                    K::INFO,
+                    name,
+                    vec![api::FieldCause {
+                        field: e.field,
+                        message: e.message,
+                    }],
+                )
+            })?;
+            let next = merge_for_update(&current, &patched, status_only);
+            let id = attempt_id(&write_id, attempt);
+            let (w, result) = self.write_over(&current, next, id).await?;
+            if let Some(done) = self.written(w, result, &current).await? {
+                return Ok(done);
+            }
+        }
+        Err(too_busy(K::INFO, name))
+    }
+
+    /// Deletes, or marks for deletion when finalizers remain (Foreground and
+    /// Orphan add theirs, as Kubernetes does).
+    pub async fn delete<K: Object>(
+        &self,
+        namespace: &str,
+        name: &str,
+        preconditions: Option<api::Preconditions>,
+        propagation: &str,
+        write_id: Option<WriteId>,
+    ) -> Result<K> {
+        check_scope::<K>(namespace)?;
+        let finalizer = match propagation {
+            "" | "Background" => None,
+            "Foreground" => Some("foregroundDeletion"),
+            "Orphan" => Some("orphan"),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "propagationPolicy {other:?} is not one of Background, Foreground, Orphan"
+                )));
+            }
+        };
+        let pre = preconditions.unwrap_or_default();
+        for attempt in 0..MAX_ATTEMPTS {
+            let current: K = self
+                .current(namespace, name, false)
+                .await?
+                .ok_or_else(|| ApiError::not_found(K::INFO, name))?;
+            let cm = current.metadata();
+            if !pre.uid.is_empty() && pre.uid != cm.uid {
+                return Err(ApiError::conflict(K::INFO, name, &format!("Precondition failed: UID in precondition: {}, UID in object meta: {}", pre.uid, cm.uid)));
+            }
+            if !pre.resource_version.is_empty() && pre.resource_version != cm.resource_version {
+                return Err(ApiError::conflict(K::INFO, name, &format!("Precondition failed: ResourceVersion in precondition: {}, ResourceVersion in object meta: {}", pre.resource_version, cm.resource_version)));
+            }
+            let id = attempt_id(&write_id, attempt);
+            let key = K::INFO.key(&cm.namespace, &cm.name);
+            let rev = parse_revision(&cm.resource_version)?;
+            let wants_finalizer = finalizer.is_some_and(|f| !cm.finalizers.iter().any(|x| x == f));
+            if cm.finalizers.is_empty() && finalizer.is_none() {
+                match self.txn(id, cmp_mod(&key, rev), delete_op(&key)).await? {
+                    Written::Applied(rev) => {
+                        let mut last = current.clone();
+                        last.metadata_mut().resource_version = rev.to_string();
+                        return Ok(last);
+                    }
+                    Written::Lost => continue,
+                }
+            }
+            if !cm.deletion_timestamp.is_empty() && !wants_finalizer {
+                return Ok(current); // Already being deleted.
+            }
+            let mut next = current.clone();
+            let m = next.metadata_mut();
+            if m.deletion_timestamp.is_empty() {
+                m.deletion_timestamp = now();
+            }
+            if let Some(f) = finalizer
+                && wants_finalizer
+            {
+                m.finalizers.push(f.to_string());
+            }
+            let bytes = encode(&next)?;
+            match self.txn(id, cmp_mod(&key, rev), put_op(&key, bytes)).await? {
+                Written::Applied(rev) => return self.read_written(&key, rev).await,
+                Written::Lost => continue,
+            }
+        }
+        Err(too_busy(K::INFO, name))
+    }
+}
+
+fn too_busy(info: &rafter_proto::object::KindInfo, name: &str) -> ApiError {
+    ApiError::conflict(
+        info,
+        name,
+        "the object kept changing while the server applied the request; try again",
+    )
+}
+
+/// Namespaced kinds need a namespace; cluster-scoped ones must not get one.
+fn check_scope<K: Object>(namespace: &str) -> Result<()> {
+    if K::INFO.namespaced && namespace.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "{} are namespaced: give a namespace",
+            K::INFO.qualified_plural()
+        )));
+    }
+    Ok(())
+}
+
+/// The object an update writes: for Update, `new` with the stored status;
+/// for UpdateStatus, the stored object with `new`'s status.
+fn merge_for_update<K: Object>(current: &K, new: &K, status_only: bool) -> K {
+    let mut next = current.clone();
+    if status_only {
+        next.copy_status_from(new);
+    } else {
+        next.copy_all_but_status_from(new);
+    }
+    next
+}
+
+/// Bookmark period default.
+pub const DEFAULT_BOOKMARK_INTERVAL: Duration = Duration::from_secs(5);
