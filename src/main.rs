@@ -41,6 +41,44 @@ enum Command {
     /// Run a cluster of masters on this machine.
     #[command(subcommand)]
     Local(cli::local::LocalCommand),
+    /// Show objects: rafter get TYPE [NAME] [-n NS | -A] [-l SEL] [-o wide|yaml|json|name] [-w].
+    Get(cli::objects::GetArgs),
+    /// Show one object's fields, conditions and recent events.
+    Describe(cli::objects::NameArgs),
+    /// Create or update the objects of manifests (-f FILE|DIR|-).
+    Apply(cli::objects::FileArgs),
+    /// Create an object (namespace, deployment, configmap, secret generic) or -f FILE.
+    Create(CreateArgs),
+    /// Delete objects: TYPE NAME..., TYPE/NAME or -f FILE.
+    Delete(cli::objects::DeleteArgs),
+    /// Set the replicas of a deployment or replicaset.
+    Scale(cli::objects::ScaleArgs),
+    /// Set (key=value) or remove (key-) labels.
+    Label(cli::objects::LabelArgs),
+    /// Set (key=value) or remove (key-) annotations.
+    Annotate(cli::objects::LabelArgs),
+    /// Edit an object in $EDITOR, then save it (refused if it changed meanwhile).
+    Edit(cli::objects::NameArgs),
+    /// List the object types, their short names and API versions.
+    ApiResources,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct CreateArgs {
+    #[command(subcommand)]
+    what: Option<cli::objects::CreateCommand>,
+    #[command(flatten)]
+    files: Option<CreateFiles>,
+}
+
+#[derive(Debug, clap::Args)]
+struct CreateFiles {
+    /// Manifest file, directory or - for stdin.
+    #[arg(short = 'f', long = "filename")]
+    files: Vec<String>,
+    #[command(flatten)]
+    ns: cli::objects::NamespaceArgs,
 }
 
 #[tokio::main]
@@ -64,13 +102,41 @@ async fn main() -> ExitCode {
         Command::Kv(c) => cli::kv::run(&cli.global, c).await,
         Command::Cluster(c) => cli::cluster::run(&cli.global, c).await,
         Command::Local(c) => cli::local::run(c).await,
+        Command::Get(a) => cli::objects::get(&cli.global, a).await,
+        Command::Describe(a) => cli::objects::describe(&cli.global, a).await,
+        Command::Apply(a) => cli::objects::apply(&cli.global, a).await,
+        Command::Create(CreateArgs { what: Some(c), .. }) => {
+            cli::objects::create(&cli.global, c).await
+        }
+        Command::Create(CreateArgs { files, .. }) => match files {
+            Some(f) if !f.files.is_empty() => {
+                let a = cli::objects::FileArgs {
+                    files: f.files,
+                    ns: f.ns,
+                };
+                cli::objects::create_from_files(&cli.global, a).await
+            }
+            _ => Err(anyhow::anyhow!(
+                "give what to create (namespace, deployment, configmap, secret generic) or -f FILE"
+            )),
+        },
+        Command::Delete(a) => cli::objects::delete(&cli.global, a).await,
+        Command::Scale(a) => cli::objects::scale(&cli.global, a).await,
+        Command::Label(a) => cli::objects::label(&cli.global, a, "labels").await,
+        Command::Annotate(a) => cli::objects::label(&cli.global, a, "annotations").await,
+        Command::Edit(a) => cli::objects::edit(&cli.global, a).await,
+        Command::ApiResources => cli::objects::api_resources(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         // The reader went away (`rafter kv watch ... | head`): not an error.
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("Error: {e:#}");
+            match e.downcast_ref::<cli::objects::ServerError>() {
+                // kubectl's form: `Error from server (NotFound): ...`
+                Some(s) => eprintln!("Error {s}"),
+                None => eprintln!("Error: {e:#}"),
+            }
             ExitCode::FAILURE
         }
     }

@@ -397,11 +397,13 @@ impl Store {
             }
             m.generation = cm.generation;
         }
+        let name = cm.name.clone();
+        validate::prepare(&mut next).map_err(|c| ApiError::invalid(K::INFO, &name, c))?;
+        // Compared after defaulting: a manifest that only omits defaults
+        // (or spells a quantity differently) is not a change.
         if K::INFO.has_spec && next.spec_bytes() != current.spec_bytes() {
             next.metadata_mut().generation = cm.generation + 1;
         }
-        let name = cm.name.clone();
-        validate::prepare(&mut next).map_err(|c| ApiError::invalid(K::INFO, &name, c))?;
         next.metadata_mut().resource_version = cm.resource_version.clone();
         if next == *current {
             // Nothing changed: no write, the resourceVersion stays.

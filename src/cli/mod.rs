@@ -33,7 +33,9 @@ pub mod cluster;
 pub mod config;
 pub mod kv;
 pub mod local;
+pub mod objects;
 pub mod output;
+pub mod tables;
 pub mod txn;
 
 use clap::Args;
