@@ -331,3 +331,177 @@ pub fn describe_events(events: &[&api::Event]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use rafter_proto::age::format_rfc3339_utc;
+    use rafter_proto::json;
+
+    use super::*;
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn now() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(NOW)
+    }
+
+    fn ago(secs: u64) -> String {
+        format_rfc3339_utc(now() - Duration::from_secs(secs))
+    }
+
+    fn meta(name: &str, ns: &str, age_secs: u64) -> Option<api::ObjectMeta> {
+        Some(api::ObjectMeta {
+            name: name.into(),
+            namespace: ns.into(),
+            creation_timestamp: ago(age_secs),
+            ..Default::default()
+        })
+    }
+
+    fn container_status(ready: bool, restarts: i32, waiting: Option<&str>) -> api::ContainerStatus {
+        api::ContainerStatus {
+            ready,
+            restart_count: restarts,
+            state: Some(api::ContainerState {
+                waiting: waiting.map(|r| api::ContainerStateWaiting {
+                    reason: r.into(),
+                    ..Default::default()
+                }),
+                running: if waiting.is_none() { Some(Default::default()) } else { None },
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn pod(name: &str, age: u64, containers: usize, phase: &str, ip: &str, node: &str, cs: Vec<api::ContainerStatus>) -> api::Pod {
+        api::Pod {
+            metadata: meta(name, "default", age),
+            spec: Some(api::PodSpec {
+                containers: (0..containers)
+                    .map(|i| api::Container {
+                        name: format!("c{i}"),
+                        image: "img".into(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                node_name: node.into(),
+                ..Default::default()
+            }),
+            status: Some(api::PodStatus {
+                phase: phase.into(),
+                pod_ip: ip.into(),
+                container_statuses: cs,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn pods() -> Vec<api::Pod> {
+        vec![
+            pod("web-1", 300, 1, "Running", "10.0.1.5", "node-a", vec![container_status(true, 0, None)]),
+            pod(
+                "web-2",
+                2 * 86_400 + 3 * 3_600 + 59,
+                2,
+                "Running",
+                "10.0.1.6",
+                "node-b",
+                vec![container_status(true, 0, None), container_status(false, 3, Some("CrashLoopBackOff"))],
+            ),
+            pod("pending", 30, 1, "Pending", "", "", vec![]),
+        ]
+    }
+
+    fn golden(name: &str) -> String {
+        let path = format!("{}/src/cli/testdata/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
+    }
+
+    #[test]
+    fn pods_table_matches_kubectl() {
+        assert_eq!(table_at(&pods(), false, false, now()).render(), golden("get_pods.txt"));
+        assert_eq!(table_at(&pods(), true, false, now()).render(), golden("get_pods_wide.txt"));
+    }
+
+    #[test]
+    fn nodes_table_matches_kubectl() {
+        let node = |name: &str, ready: &str, unschedulable: bool| api::Node {
+            metadata: meta(name, "", 10 * 86_400 + 100),
+            spec: Some(api::NodeSpec {
+                unschedulable,
+                ..Default::default()
+            }),
+            status: Some(api::NodeStatus {
+                conditions: vec![api::Condition {
+                    r#type: "Ready".into(),
+                    status: ready.into(),
+                    ..Default::default()
+                }],
+                node_info: Some(api::NodeSystemInfo {
+                    agent_version: "v0.1.0".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let nodes = vec![node("node-a", "True", false), node("node-b", "Unknown", true)];
+        assert_eq!(table_at(&nodes, false, false, now()).render(), golden("get_nodes.txt"));
+    }
+
+    #[test]
+    fn deployments_table_matches_kubectl() {
+        let d = api::Deployment {
+            metadata: meta("web", "default", 300),
+            spec: Some(api::DeploymentSpec {
+                replicas: Some(3),
+                ..Default::default()
+            }),
+            status: Some(api::DeploymentStatus {
+                ready_replicas: 2,
+                updated_replicas: 3,
+                available_replicas: 2,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(table_at(&[d], false, false, now()).render(), golden("get_deploy.txt"));
+    }
+
+    #[test]
+    fn services_table_with_namespaces_matches_kubectl() {
+        let port = |p: i32| api::ServicePort {
+            port: p,
+            protocol: "TCP".into(),
+            ..Default::default()
+        };
+        let s = api::Service {
+            metadata: meta("web", "shop", 90 * 60 + 10),
+            spec: Some(api::ServiceSpec {
+                r#type: "ClusterIP".into(),
+                cluster_ip: "10.96.0.10".into(),
+                ports: vec![port(80), port(443)],
+                selector: BTreeMap::from([("app".into(), "web".into())]),
+            }),
+            ..Default::default()
+        };
+        assert_eq!(table_at(&[s], false, true, now()).render(), golden("get_svc_all_namespaces.txt"));
+    }
+
+    #[test]
+    fn json_output_parses_back_to_the_object() {
+        for p in pods() {
+            let text = serde_json::to_string_pretty(&json::to_value(&p)).unwrap();
+            let mut back: api::Pod = json::from_json_str(&text).unwrap();
+            let mut p = p;
+            p.set_type_meta();
+            back.set_type_meta();
+            assert_eq!(back, p);
+        }
+    }
+}
