@@ -38,7 +38,9 @@ impl Tokens {
             .map(str::trim)
             .unwrap_or_default();
         if !constant_time_eq(token.as_bytes(), &self.admin) {
-            return Err(unauthenticated("the bearer token is not valid for this cluster"));
+            return Err(unauthenticated(
+                "the bearer token is not valid for this cluster",
+            ));
         }
         Ok(req)
     }

@@ -149,7 +149,10 @@ impl ApiError {
             kind: info.kind.into(),
             name: name.into(),
             causes,
-            ..Self::new(Reason::Invalid, format!("{kind} \"{name}\" is invalid: {detail}"))
+            ..Self::new(
+                Reason::Invalid,
+                format!("{kind} \"{name}\" is invalid: {detail}"),
+            )
         }
     }
 
@@ -186,7 +189,9 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Compacted { .. } => ApiError::new(
                 Reason::Gone,
-                format!("too old resource version: {message}; list again and watch from the list's resourceVersion"),
+                format!(
+                    "too old resource version: {message}; list again and watch from the list's resourceVersion"
+                ),
             ),
             StoreError::NoLeader
             | StoreError::LeaderUnreachable { .. }

@@ -110,13 +110,19 @@ fn unknown_kind(kind: &str) -> ApiError {
     let known: Vec<&str> = rafter_proto::object::KINDS.iter().map(|k| k.kind).collect();
     ApiError::new(
         Reason::NotFound,
-        format!("the server doesn't have a resource type {kind:?}; known kinds: {}", known.join(", ")),
+        format!(
+            "the server doesn't have a resource type {kind:?}; known kinds: {}",
+            known.join(", ")
+        ),
     )
 }
 
 fn decode_request<K: Object>(bytes: &[u8]) -> Result<K> {
     let obj = K::decode(bytes).map_err(|e| {
-        ApiError::bad_request(format!("the request's object is not a valid {}: {e}", K::INFO.kind))
+        ApiError::bad_request(format!(
+            "the request's object is not a valid {}: {e}",
+            K::INFO.kind
+        ))
     })?;
     let (av, kind) = obj.type_meta();
     if !kind.is_empty() && kind != K::INFO.kind {

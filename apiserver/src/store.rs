@@ -121,8 +121,7 @@ pub fn selected<K: Object>(obj: &K, labels: &LabelSelector, fields: &FieldSelect
 }
 
 pub fn parse_selectors(label: &str, field: &str) -> Result<(LabelSelector, FieldSelector)> {
-    let labels =
-        LabelSelector::parse(label).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let labels = LabelSelector::parse(label).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let fields = FieldSelector::parse(field, SELECTABLE_FIELDS)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     Ok((labels, fields))
@@ -136,9 +135,21 @@ fn new_uid() -> String {
     let b: [u8; 16] = rand::random();
     format!(
         "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-4{:01x}{:02x}-{:01x}{:01x}{:02x}-{}",
-        b[0], b[1], b[2], b[3], b[4], b[5], b[6] & 0x0f, b[7],
-        8 | (b[8] & 0x3), b[8] >> 4, b[9],
-        b[10..16].iter().map(|x| format!("{x:02x}")).collect::<String>()
+        b[0],
+        b[1],
+        b[2],
+        b[3],
+        b[4],
+        b[5],
+        b[6] & 0x0f,
+        b[7],
+        8 | (b[8] & 0x3),
+        b[8] >> 4,
+        b[9],
+        b[10..16]
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect::<String>()
     )
 }
 
@@ -170,10 +181,12 @@ fn put_op(key: &str, value: Vec<u8>) -> kv::RequestOp {
 
 fn delete_op(key: &str) -> kv::RequestOp {
     kv::RequestOp {
-        request: Some(request_op::Request::RequestDeleteRange(kv::DeleteRangeRequest {
-            key: key.as_bytes().to_vec(),
-            ..Default::default()
-        })),
+        request: Some(request_op::Request::RequestDeleteRange(
+            kv::DeleteRangeRequest {
+                key: key.as_bytes().to_vec(),
+                ..Default::default()
+            },
+        )),
     }
 }
 
@@ -261,12 +274,16 @@ impl Store {
                     Ok(Written::Lost)
                 }
             }
-            Some(kv::proposal_result::Result::Error(e)) => Err(rafter_raft_store::Error::Proposal {
-                code: e.code,
-                message: e.message,
+            Some(kv::proposal_result::Result::Error(e)) => {
+                Err(rafter_raft_store::Error::Proposal {
+                    code: e.code,
+                    message: e.message,
+                }
+                .into())
             }
-            .into()),
-            _ => Err(ApiError::internal("the store answered a Txn with another result")),
+            _ => Err(ApiError::internal(
+                "the store answered a Txn with another result",
+            )),
         }
     }
 
@@ -294,7 +311,12 @@ impl Store {
         self.read_key(&key, 0)?.map(|kv| decode(&kv)).transpose()
     }
 
-    pub async fn get<K: Object>(&self, namespace: &str, name: &str, serializable: bool) -> Result<K> {
+    pub async fn get<K: Object>(
+        &self,
+        namespace: &str,
+        name: &str,
+        serializable: bool,
+    ) -> Result<K> {
         check_scope::<K>(namespace)?;
         self.current(namespace, name, serializable)
             .await?
@@ -337,7 +359,10 @@ impl Store {
         let key = <api::Namespace as Object>::INFO.key("", namespace);
         match self.read_key(&key, 0)? {
             Some(_) => Ok(()),
-            None => Err(ApiError::not_found(<api::Namespace as Object>::INFO, namespace)),
+            None => Err(ApiError::not_found(
+                <api::Namespace as Object>::INFO,
+                namespace,
+            )),
         }
     }
 
@@ -366,7 +391,10 @@ impl Store {
             key: key.as_bytes().to_vec(),
             target_union: Some(compare::TargetUnion::CreateRevision(0)),
         };
-        match self.txn(attempt_id(&write_id, 0), guard, put_op(&key, bytes)).await? {
+        match self
+            .txn(attempt_id(&write_id, 0), guard, put_op(&key, bytes))
+            .await?
+        {
             Written::Applied(rev) => self.read_written(&key, rev).await,
             Written::Lost => Err(ApiError::already_exists(K::INFO, &name)),
         }
@@ -411,7 +439,9 @@ impl Store {
         }
         let nm = next.metadata();
         if !nm.deletion_timestamp.is_empty() && nm.finalizers.is_empty() {
-            let w = self.txn(write_id, cmp_mod(&key, rev), delete_op(&key)).await?;
+            let w = self
+                .txn(write_id, cmp_mod(&key, rev), delete_op(&key))
+                .await?;
             return Ok((w, None));
         }
         if !cm.deletion_timestamp.is_empty() {
@@ -427,13 +457,20 @@ impl Store {
             }
         }
         let bytes = encode(&next)?;
-        let w = self.txn(write_id, cmp_mod(&key, rev), put_op(&key, bytes)).await?;
+        let w = self
+            .txn(write_id, cmp_mod(&key, rev), put_op(&key, bytes))
+            .await?;
         Ok((w, Some(next)))
     }
 
     /// Finishes a write: the stored object (or, for a removal, the last
     /// state stamped with the deletion revision).
-    async fn written<K: Object>(&self, written: Written, result: Option<K>, prev: &K) -> Result<Option<K>> {
+    async fn written<K: Object>(
+        &self,
+        written: Written,
+        result: Option<K>,
+        prev: &K,
+    ) -> Result<Option<K>> {
         match (written, result) {
             (Written::Applied(rev), Some(obj)) => {
                 if obj.metadata().resource_version == rev.to_string() && obj == *prev {
@@ -541,7 +578,11 @@ impl Store {
                 .await?
                 .ok_or_else(|| ApiError::not_found(K::INFO, name))?;
             if expected != 0 && expected.to_string() != current.metadata().resource_version {
-                return Err(ApiError::conflict(K::INFO, name, "the object has been modified; please apply your changes to the latest version and try again"));
+                return Err(ApiError::conflict(
+                    K::INFO,
+                    name,
+                    "the object has been modified; please apply your changes to the latest version and try again",
+                ));
             }
             let mut doc = json::to_value(&current);
             json::merge_patch(&mut doc, &patch);
@@ -594,10 +635,24 @@ impl Store {
                 .ok_or_else(|| ApiError::not_found(K::INFO, name))?;
             let cm = current.metadata();
             if !pre.uid.is_empty() && pre.uid != cm.uid {
-                return Err(ApiError::conflict(K::INFO, name, &format!("Precondition failed: UID in precondition: {}, UID in object meta: {}", pre.uid, cm.uid)));
+                return Err(ApiError::conflict(
+                    K::INFO,
+                    name,
+                    &format!(
+                        "Precondition failed: UID in precondition: {}, UID in object meta: {}",
+                        pre.uid, cm.uid
+                    ),
+                ));
             }
             if !pre.resource_version.is_empty() && pre.resource_version != cm.resource_version {
-                return Err(ApiError::conflict(K::INFO, name, &format!("Precondition failed: ResourceVersion in precondition: {}, ResourceVersion in object meta: {}", pre.resource_version, cm.resource_version)));
+                return Err(ApiError::conflict(
+                    K::INFO,
+                    name,
+                    &format!(
+                        "Precondition failed: ResourceVersion in precondition: {}, ResourceVersion in object meta: {}",
+                        pre.resource_version, cm.resource_version
+                    ),
+                ));
             }
             let id = attempt_id(&write_id, attempt);
             let key = K::INFO.key(&cm.namespace, &cm.name);
@@ -627,7 +682,10 @@ impl Store {
                 m.finalizers.push(f.to_string());
             }
             let bytes = encode(&next)?;
-            match self.txn(id, cmp_mod(&key, rev), put_op(&key, bytes)).await? {
+            match self
+                .txn(id, cmp_mod(&key, rev), put_op(&key, bytes))
+                .await?
+            {
                 Written::Applied(rev) => return self.read_written(&key, rev).await,
                 Written::Lost => continue,
             }

@@ -43,7 +43,10 @@ impl Errs {
         let list: Vec<String> = supported.iter().map(|s| format!("\"{s}\"")).collect();
         self.add(
             field,
-            format!("Unsupported value: {value:?}: supported values: {}", list.join(", ")),
+            format!(
+                "Unsupported value: {value:?}: supported values: {}",
+                list.join(", ")
+            ),
         );
     }
 }
@@ -77,13 +80,20 @@ pub fn prepare<K: Object>(obj: &mut K) -> Result<(), Vec<FieldCause>> {
     } else if let Some(o) = any.downcast_mut::<api::Endpoints>() {
         endpoints(o, &mut errs);
     }
-    if errs.0.is_empty() { Ok(()) } else { Err(errs.0) }
+    if errs.0.is_empty() {
+        Ok(())
+    } else {
+        Err(errs.0)
+    }
 }
 
 fn validate_meta(kind: &str, namespaced: bool, m: &api::ObjectMeta, errs: &mut Errs) {
     if m.name.is_empty() {
         if m.generate_name.is_empty() {
-            errs.add("metadata.name", "Required value: name or generateName is required");
+            errs.add(
+                "metadata.name",
+                "Required value: name or generateName is required",
+            );
         }
     } else {
         // Namespaces and Services become DNS labels; the rest are subdomains.
@@ -116,13 +126,23 @@ fn validate_meta(kind: &str, namespaced: bool, m: &api::ObjectMeta, errs: &mut E
     }
     for (i, o) in m.owner_references.iter().enumerate() {
         let f = format!("metadata.ownerReferences[{i}]");
-        for (name, v) in [("apiVersion", &o.api_version), ("kind", &o.kind), ("name", &o.name), ("uid", &o.uid)] {
+        for (name, v) in [
+            ("apiVersion", &o.api_version),
+            ("kind", &o.kind),
+            ("name", &o.name),
+            ("uid", &o.uid),
+        ] {
             if v.is_empty() {
                 errs.required(format!("{f}.{name}"));
             }
         }
     }
-    if m.owner_references.iter().filter(|o| o.controller == Some(true)).count() > 1 {
+    if m.owner_references
+        .iter()
+        .filter(|o| o.controller == Some(true))
+        .count()
+        > 1
+    {
         errs.add(
             "metadata.ownerReferences",
             "Invalid value: only one reference can have Controller set to true",
@@ -145,9 +165,11 @@ fn labels(field: &str, map: &BTreeMap<String, String>, errs: &mut Errs) {
 fn quantities(field: &str, map: &mut BTreeMap<String, String>, errs: &mut Errs) {
     for (name, value) in map.iter_mut() {
         match value.parse::<Quantity>() {
-            Ok(q) if q.is_negative() => {
-                errs.invalid(format!("{field}.{name}"), &*value, "must be greater than or equal to 0")
-            }
+            Ok(q) if q.is_negative() => errs.invalid(
+                format!("{field}.{name}"),
+                &*value,
+                "must be greater than or equal to 0",
+            ),
             Ok(q) => *value = q.to_string(),
             Err(e) => errs.invalid(format!("{field}.{name}"), &*value, &e.to_string()),
         }
@@ -179,7 +201,9 @@ fn named_port(field: String, port: &str, errs: &mut Errs) {
             errs.invalid(field, port, "must be between 1 and 65535, inclusive");
         }
     } else if port.len() > 15
-        || !port.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        || !port
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         || !port.chars().any(|c| c.is_ascii_lowercase())
     {
         errs.invalid(field, port, "must be a port number or a port name (at most 15 lower case letters, digits and '-', with at least one letter)");
@@ -206,11 +230,18 @@ fn pod(p: &mut api::Pod, errs: &mut Errs) {
 }
 
 fn probe(field: String, p: &mut api::Probe, errs: &mut Errs) {
-    let handlers = [p.exec.is_some(), p.http_get.is_some(), p.tcp_socket.is_some()];
+    let handlers = [
+        p.exec.is_some(),
+        p.http_get.is_some(),
+        p.tcp_socket.is_some(),
+    ];
     match handlers.iter().filter(|h| **h).count() {
         0 => errs.required(format!("{field}: one of exec, httpGet, tcpSocket")),
         1 => {}
-        _ => errs.add(field.clone(), "Forbidden: may not specify more than 1 handler type"),
+        _ => errs.add(
+            field.clone(),
+            "Forbidden: may not specify more than 1 handler type",
+        ),
     }
     if let Some(h) = &mut p.http_get {
         named_port(format!("{field}.httpGet.port"), &h.port, errs);
@@ -220,7 +251,11 @@ fn probe(field: String, p: &mut api::Probe, errs: &mut Errs) {
         if h.scheme.is_empty() {
             h.scheme = "HTTP".into();
         } else if !["HTTP", "HTTPS"].contains(&h.scheme.as_str()) {
-            errs.unsupported(format!("{field}.httpGet.scheme"), &h.scheme.clone(), &["HTTP", "HTTPS"]);
+            errs.unsupported(
+                format!("{field}.httpGet.scheme"),
+                &h.scheme.clone(),
+                &["HTTP", "HTTPS"],
+            );
         }
     }
     if let Some(t) = &p.tcp_socket {
@@ -240,10 +275,18 @@ fn probe(field: String, p: &mut api::Probe, errs: &mut Errs) {
         if *v == 0 {
             *v = default;
         } else if *v < 0 {
-            errs.invalid(format!("{field}.{name}"), *v, "must be greater than or equal to 1");
+            errs.invalid(
+                format!("{field}.{name}"),
+                *v,
+                "must be greater than or equal to 1",
+            );
         }
     }
-    non_negative(errs, format!("{field}.initialDelaySeconds"), p.initial_delay_seconds.into());
+    non_negative(
+        errs,
+        format!("{field}.initialDelaySeconds"),
+        p.initial_delay_seconds.into(),
+    );
 }
 
 pub(crate) fn pod_spec(field: &str, spec: &mut api::PodSpec, errs: &mut Errs) {
@@ -257,18 +300,33 @@ pub(crate) fn pod_spec(field: &str, spec: &mut api::PodSpec, errs: &mut Errs) {
             errs.invalid(format!("{f}.name"), &v.name, &why);
         }
         if !volume_names.insert(v.name.clone()) {
-            errs.add(format!("{f}.name"), format!("Duplicate value: {:?}", v.name));
+            errs.add(
+                format!("{f}.name"),
+                format!("Duplicate value: {:?}", v.name),
+            );
         }
-        let sources = [v.empty_dir.is_some(), v.host_path.is_some(), v.config_map.is_some(), v.secret.is_some()];
+        let sources = [
+            v.empty_dir.is_some(),
+            v.host_path.is_some(),
+            v.config_map.is_some(),
+            v.secret.is_some(),
+        ];
         match sources.iter().filter(|s| **s).count() {
             0 => errs.required(format!("{f}: one of emptyDir, hostPath, configMap, secret")),
             1 => {}
-            _ => errs.add(f.clone(), "Forbidden: may not specify more than 1 volume type"),
+            _ => errs.add(
+                f.clone(),
+                "Forbidden: may not specify more than 1 volume type",
+            ),
         }
         if let Some(h) = &v.host_path
             && !h.path.starts_with('/')
         {
-            errs.invalid(format!("{f}.hostPath.path"), &h.path, "must be an absolute path");
+            errs.invalid(
+                format!("{f}.hostPath.path"),
+                &h.path,
+                "must be an absolute path",
+            );
         }
         if let Some(c) = &v.config_map
             && c.name.is_empty()
@@ -290,7 +348,10 @@ pub(crate) fn pod_spec(field: &str, spec: &mut api::PodSpec, errs: &mut Errs) {
         } else if let Err(why) = validate_dns1123_label(&c.name) {
             errs.invalid(format!("{f}.name"), &c.name, &why);
         } else if !names.insert(c.name.clone()) {
-            errs.add(format!("{f}.name"), format!("Duplicate value: {:?}", c.name));
+            errs.add(
+                format!("{f}.name"),
+                format!("Duplicate value: {:?}", c.name),
+            );
         }
         if c.image.trim().is_empty() {
             errs.required(format!("{f}.image"));
@@ -298,7 +359,11 @@ pub(crate) fn pod_spec(field: &str, spec: &mut api::PodSpec, errs: &mut Errs) {
         if c.image_pull_policy.is_empty() {
             c.image_pull_policy = "IfNotPresent".into();
         } else if !["Always", "IfNotPresent", "Never"].contains(&c.image_pull_policy.as_str()) {
-            errs.unsupported(format!("{f}.imagePullPolicy"), &c.image_pull_policy.clone(), &["Always", "IfNotPresent", "Never"]);
+            errs.unsupported(
+                format!("{f}.imagePullPolicy"),
+                &c.image_pull_policy.clone(),
+                &["Always", "IfNotPresent", "Never"],
+            );
         }
         for (j, p) in c.ports.iter_mut().enumerate() {
             let pf = format!("{f}.ports[{j}]");
@@ -307,7 +372,10 @@ pub(crate) fn pod_spec(field: &str, spec: &mut api::PodSpec, errs: &mut Errs) {
             if p.host_port != 0 {
                 port_number(format!("{pf}.hostPort"), p.host_port, errs);
                 if !host_ports.insert((p.host_port, p.protocol.clone())) {
-                    errs.add(format!("{pf}.hostPort"), format!("Duplicate value: \"{}/{}\"", p.host_port, p.protocol));
+                    errs.add(
+                        format!("{pf}.hostPort"),
+                        format!("Duplicate value: \"{}/{}\"", p.host_port, p.protocol),
+                    );
                 }
             }
         }
@@ -318,12 +386,21 @@ pub(crate) fn pod_spec(field: &str, spec: &mut api::PodSpec, errs: &mut Errs) {
             }
             if let Some(from) = &e.value_from {
                 if !e.value.is_empty() {
-                    errs.add(format!("{ef}.valueFrom"), "Invalid value: may not be specified when `value` is not empty");
+                    errs.add(
+                        format!("{ef}.valueFrom"),
+                        "Invalid value: may not be specified when `value` is not empty",
+                    );
                 }
-                let refs = [("configMapKeyRef", &from.config_map_key_ref), ("secretKeyRef", &from.secret_key_ref)];
+                let refs = [
+                    ("configMapKeyRef", &from.config_map_key_ref),
+                    ("secretKeyRef", &from.secret_key_ref),
+                ];
                 let set: Vec<_> = refs.iter().filter(|(_, r)| r.is_some()).collect();
                 if set.len() != 1 {
-                    errs.add(format!("{ef}.valueFrom"), "Invalid value: must specify exactly one of configMapKeyRef, secretKeyRef");
+                    errs.add(
+                        format!("{ef}.valueFrom"),
+                        "Invalid value: must specify exactly one of configMapKeyRef, secretKeyRef",
+                    );
                 }
                 for (name, r) in set {
                     let r = r.as_ref().expect("filtered on is_some");
@@ -337,14 +414,26 @@ pub(crate) fn pod_spec(field: &str, spec: &mut api::PodSpec, errs: &mut Errs) {
             }
         }
         let resources = c.resources.get_or_insert_default();
-        quantities(&format!("{f}.resources.requests"), &mut resources.requests, errs);
-        quantities(&format!("{f}.resources.limits"), &mut resources.limits, errs);
+        quantities(
+            &format!("{f}.resources.requests"),
+            &mut resources.requests,
+            errs,
+        );
+        quantities(
+            &format!("{f}.resources.limits"),
+            &mut resources.limits,
+            errs,
+        );
         for (name, req) in &resources.requests {
             if let Some(limit) = resources.limits.get(name)
                 && let (Ok(r), Ok(l)) = (req.parse::<Quantity>(), limit.parse::<Quantity>())
                 && r > l
             {
-                errs.invalid(format!("{f}.resources.requests.{name}"), req, &format!("must be less than or equal to {name} limit of {limit}"));
+                errs.invalid(
+                    format!("{f}.resources.requests.{name}"),
+                    req,
+                    &format!("must be less than or equal to {name} limit of {limit}"),
+                );
             }
         }
         if resources.requests.is_empty() && resources.limits.is_empty() {
@@ -362,7 +451,11 @@ pub(crate) fn pod_spec(field: &str, spec: &mut api::PodSpec, errs: &mut Errs) {
                 errs.add(format!("{mf}.name"), format!("Not found: {:?}", m.name));
             }
             if !m.mount_path.starts_with('/') {
-                errs.invalid(format!("{mf}.mountPath"), &m.mount_path, "must be an absolute path");
+                errs.invalid(
+                    format!("{mf}.mountPath"),
+                    &m.mount_path,
+                    "must be an absolute path",
+                );
             }
         }
     }
@@ -370,7 +463,11 @@ pub(crate) fn pod_spec(field: &str, spec: &mut api::PodSpec, errs: &mut Errs) {
     if spec.restart_policy.is_empty() {
         spec.restart_policy = "Always".into();
     } else if !POLICIES.contains(&spec.restart_policy.as_str()) {
-        errs.unsupported(format!("{field}.restartPolicy"), &spec.restart_policy.clone(), POLICIES);
+        errs.unsupported(
+            format!("{field}.restartPolicy"),
+            &spec.restart_policy.clone(),
+            POLICIES,
+        );
     }
     match spec.termination_grace_period_seconds {
         None => spec.termination_grace_period_seconds = Some(30),
@@ -390,8 +487,12 @@ pub(crate) fn pod_spec(field: &str, spec: &mut api::PodSpec, errs: &mut Errs) {
         match t.operator.as_str() {
             "Equal" => {}
             "Exists" if t.value.is_empty() => {}
-            "Exists" => errs.invalid(format!("{f}.operator"), &t.value, "value must be empty when `operator` is 'Exists'"),
-            other => errs.unsupported(format!("{f}.operator"), &other.to_string(), &["Equal", "Exists"]),
+            "Exists" => errs.invalid(
+                format!("{f}.operator"),
+                &t.value,
+                "value must be empty when `operator` is 'Exists'",
+            ),
+            other => errs.unsupported(format!("{f}.operator"), other, &["Equal", "Exists"]),
         }
         taint_effect(format!("{f}.effect"), &t.effect, true, errs);
     }
@@ -421,7 +522,11 @@ fn workload(
             None
         }
         Some(s) if s.match_labels.is_empty() && s.match_expressions.is_empty() => {
-            errs.invalid(format!("{field}.selector"), "{}", "empty selector is invalid for deployment");
+            errs.invalid(
+                format!("{field}.selector"),
+                "{}",
+                "empty selector is invalid for deployment",
+            );
             None
         }
         Some(s) => {
@@ -444,11 +549,19 @@ fn workload(
         return;
     };
     let meta = t.metadata.get_or_insert_default();
-    labels(&format!("{field}.template.metadata.labels"), &meta.labels, errs);
+    labels(
+        &format!("{field}.template.metadata.labels"),
+        &meta.labels,
+        errs,
+    );
     if let Some(sel) = parsed
         && !sel.matches(&meta.labels)
     {
-        let shown: Vec<String> = meta.labels.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+        let shown: Vec<String> = meta
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}:{v}"))
+            .collect();
         errs.invalid(
             format!("{field}.template.metadata.labels"),
             format!("map[{}]", shown.join(" ")),
@@ -458,7 +571,11 @@ fn workload(
     let spec = t.spec.get_or_insert_default();
     pod_spec(&format!("{field}.template.spec"), spec, errs);
     if spec.restart_policy != "Always" {
-        errs.unsupported(format!("{field}.template.spec.restartPolicy"), &spec.restart_policy.clone(), &["Always"]);
+        errs.unsupported(
+            format!("{field}.template.spec.restartPolicy"),
+            &spec.restart_policy.clone(),
+            &["Always"],
+        );
     }
 }
 
@@ -472,7 +589,11 @@ fn replicas(field: &str, r: &mut Option<i32>, errs: &mut Errs) {
 fn replica_set(rs: &mut api::ReplicaSet, errs: &mut Errs) {
     let spec = rs.spec.get_or_insert_default();
     replicas("spec", &mut spec.replicas, errs);
-    non_negative(errs, "spec.minReadySeconds".into(), spec.min_ready_seconds.into());
+    non_negative(
+        errs,
+        "spec.minReadySeconds".into(),
+        spec.min_ready_seconds.into(),
+    );
     workload("spec", &spec.selector, &mut spec.template, errs);
 }
 
@@ -485,7 +606,11 @@ fn int_or_percent(field: String, v: &str, errs: &mut Errs) -> Option<(i64, bool)
     match num.parse::<i64>() {
         Ok(n) if n >= 0 && (!pct || n <= 100) => Some((n, pct)),
         _ => {
-            errs.invalid(field, v, "must be a non-negative integer or a percentage between 0% and 100% (e.g. '25%')");
+            errs.invalid(
+                field,
+                v,
+                "must be a non-negative integer or a percentage between 0% and 100% (e.g. '25%')",
+            );
             None
         }
     }
@@ -494,7 +619,11 @@ fn int_or_percent(field: String, v: &str, errs: &mut Errs) -> Option<(i64, bool)
 fn deployment(d: &mut api::Deployment, errs: &mut Errs) {
     let spec = d.spec.get_or_insert_default();
     replicas("spec", &mut spec.replicas, errs);
-    non_negative(errs, "spec.minReadySeconds".into(), spec.min_ready_seconds.into());
+    non_negative(
+        errs,
+        "spec.minReadySeconds".into(),
+        spec.min_ready_seconds.into(),
+    );
     workload("spec", &spec.selector, &mut spec.template, errs);
     let strategy = spec.strategy.get_or_insert_default();
     if strategy.r#type.is_empty() {
@@ -509,18 +638,33 @@ fn deployment(d: &mut api::Deployment, errs: &mut Errs) {
             if ru.max_unavailable.is_empty() {
                 ru.max_unavailable = "25%".into();
             }
-            let surge = int_or_percent("spec.strategy.rollingUpdate.maxSurge".into(), &ru.max_surge, errs);
-            let unavail = int_or_percent("spec.strategy.rollingUpdate.maxUnavailable".into(), &ru.max_unavailable, errs);
+            let surge = int_or_percent(
+                "spec.strategy.rollingUpdate.maxSurge".into(),
+                &ru.max_surge,
+                errs,
+            );
+            let unavail = int_or_percent(
+                "spec.strategy.rollingUpdate.maxUnavailable".into(),
+                &ru.max_unavailable,
+                errs,
+            );
             if let (Some((0, _)), Some((0, _))) = (surge, unavail) {
-                errs.invalid("spec.strategy.rollingUpdate.maxUnavailable", &ru.max_unavailable, "may not be 0 when `maxSurge` is 0");
+                errs.invalid(
+                    "spec.strategy.rollingUpdate.maxUnavailable",
+                    &ru.max_unavailable,
+                    "may not be 0 when `maxSurge` is 0",
+                );
             }
         }
         "Recreate" => {
             if strategy.rolling_update.is_some() {
-                errs.add("spec.strategy.rollingUpdate", "Forbidden: may not be specified when strategy `type` is 'Recreate'");
+                errs.add(
+                    "spec.strategy.rollingUpdate",
+                    "Forbidden: may not be specified when strategy `type` is 'Recreate'",
+                );
             }
         }
-        other => errs.unsupported("spec.strategy.type", &other.to_string(), &["Recreate", "RollingUpdate"]),
+        other => errs.unsupported("spec.strategy.type", other, &["Recreate", "RollingUpdate"]),
     }
     match spec.revision_history_limit {
         None => spec.revision_history_limit = Some(10),
@@ -528,9 +672,11 @@ fn deployment(d: &mut api::Deployment, errs: &mut Errs) {
     }
     match spec.progress_deadline_seconds {
         None => spec.progress_deadline_seconds = Some(600),
-        Some(n) if n <= spec.min_ready_seconds => {
-            errs.invalid("spec.progressDeadlineSeconds", n, "must be greater than minReadySeconds")
-        }
+        Some(n) if n <= spec.min_ready_seconds => errs.invalid(
+            "spec.progressDeadlineSeconds",
+            n,
+            "must be greater than minReadySeconds",
+        ),
         Some(_) => {}
     }
 }
@@ -556,7 +702,10 @@ fn service(s: &mut api::Service, errs: &mut Errs) {
                 errs.invalid(format!("{f}.name"), &p.name, &why);
             }
             if !names.insert(p.name.clone()) {
-                errs.add(format!("{f}.name"), format!("Duplicate value: {:?}", p.name));
+                errs.add(
+                    format!("{f}.name"),
+                    format!("Duplicate value: {:?}", p.name),
+                );
             }
         }
         port_number(format!("{f}.port"), p.port, errs);
@@ -567,15 +716,26 @@ fn service(s: &mut api::Service, errs: &mut Errs) {
         named_port(format!("{f}.targetPort"), &p.target_port, errs);
     }
     labels("spec.selector", &spec.selector, errs);
-    if !spec.cluster_ip.is_empty() && spec.cluster_ip != "None" && spec.cluster_ip.parse::<std::net::IpAddr>().is_err() {
-        errs.invalid("spec.clusterIP", &spec.cluster_ip, "must be a valid IP address or \"None\"");
+    if !spec.cluster_ip.is_empty()
+        && spec.cluster_ip != "None"
+        && spec.cluster_ip.parse::<std::net::IpAddr>().is_err()
+    {
+        errs.invalid(
+            "spec.clusterIP",
+            &spec.cluster_ip,
+            "must be a valid IP address or \"None\"",
+        );
     }
 }
 
 fn node(n: &mut api::Node, errs: &mut Errs) {
     let spec = n.spec.get_or_insert_default();
     if !spec.pod_cidr.is_empty() && !valid_cidr(&spec.pod_cidr) {
-        errs.invalid("spec.podCIDR", &spec.pod_cidr, "must be a valid CIDR (e.g. 10.244.1.0/24)");
+        errs.invalid(
+            "spec.podCIDR",
+            &spec.pod_cidr,
+            "must be a valid CIDR (e.g. 10.244.1.0/24)",
+        );
     }
     for (i, t) in spec.taints.iter().enumerate() {
         if let Err(why) = validate_label_key(&t.key) {
@@ -603,11 +763,16 @@ fn data_keys<'a>(field: &str, keys: impl Iterator<Item = &'a String>, errs: &mut
     for k in keys {
         let ok = !k.is_empty()
             && k.len() <= 253
-            && k.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
             && k != "."
             && k != "..";
         if !ok {
-            errs.invalid(format!("{field}[{k}]"), k, "a valid config key must consist of alphanumeric characters, '-', '_' or '.'");
+            errs.invalid(
+                format!("{field}[{k}]"),
+                k,
+                "a valid config key must consist of alphanumeric characters, '-', '_' or '.'",
+            );
         }
     }
 }
@@ -617,7 +782,11 @@ fn config_map(c: &mut api::ConfigMap, errs: &mut Errs) {
     data_keys("binaryData", c.binary_data.keys(), errs);
     for k in c.binary_data.keys() {
         if c.data.contains_key(k) {
-            errs.invalid(format!("data[{k}]"), k, "duplicate of key present in binaryData");
+            errs.invalid(
+                format!("data[{k}]"),
+                k,
+                "duplicate of key present in binaryData",
+            );
         }
     }
 }
@@ -652,14 +821,27 @@ fn event(e: &mut api::Event, errs: &mut Errs) {
 
 fn endpoints(e: &mut api::Endpoints, errs: &mut Errs) {
     for (i, s) in e.subsets.iter_mut().enumerate() {
-        for (j, a) in s.addresses.iter().chain(s.not_ready_addresses.iter()).enumerate() {
+        for (j, a) in s
+            .addresses
+            .iter()
+            .chain(s.not_ready_addresses.iter())
+            .enumerate()
+        {
             if a.ip.parse::<std::net::IpAddr>().is_err() {
-                errs.invalid(format!("subsets[{i}].addresses[{j}].ip"), &a.ip, "must be a valid IP address");
+                errs.invalid(
+                    format!("subsets[{i}].addresses[{j}].ip"),
+                    &a.ip,
+                    "must be a valid IP address",
+                );
             }
         }
         for (j, p) in s.ports.iter_mut().enumerate() {
             port_number(format!("subsets[{i}].ports[{j}].port"), p.port, errs);
-            protocol(format!("subsets[{i}].ports[{j}].protocol"), &mut p.protocol, errs);
+            protocol(
+                format!("subsets[{i}].ports[{j}].protocol"),
+                &mut p.protocol,
+                errs,
+            );
         }
     }
 }

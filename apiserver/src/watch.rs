@@ -19,12 +19,7 @@ use crate::store::{Store, decode, parse_revision, parse_selectors, selected};
 type Out = mpsc::Sender<std::result::Result<WatchEvent, Status>>;
 
 /// Serves one object watch until the client goes away.
-pub async fn serve<K: Object>(
-    store: Store,
-    req: WatchRequest,
-    bookmark_ms: u64,
-    out: Out,
-) {
+pub async fn serve<K: Object>(store: Store, req: WatchRequest, bookmark_ms: u64, out: Out) {
     if let Err(e) = run::<K>(&store, req, bookmark_ms, &out).await {
         let _ = out.send(Err(e.with_leader(&store).into())).await;
     }
@@ -38,12 +33,19 @@ fn event<K: Object>(kind: &str, obj: &K) -> WatchEvent {
     }
 }
 
-async fn run<K: Object>(store: &Store, req: WatchRequest, bookmark_ms: u64, out: &Out) -> Result<()> {
+async fn run<K: Object>(
+    store: &Store,
+    req: WatchRequest,
+    bookmark_ms: u64,
+    out: &Out,
+) -> Result<()> {
     let (labels, fields) = parse_selectors(&req.label_selector, &req.field_selector)?;
     let mut from = parse_revision(&req.resource_version)?;
     if from == 0 {
         // "From now": the current objects as ADDED, then their changes.
-        let (items, revision) = store.list::<K>(&req.namespace, &labels, &fields, false).await?;
+        let (items, revision) = store
+            .list::<K>(&req.namespace, &labels, &fields, false)
+            .await?;
         for obj in &items {
             if out.send(Ok(event("ADDED", obj))).await.is_err() {
                 return Ok(());
@@ -59,7 +61,11 @@ async fn run<K: Object>(store: &Store, req: WatchRequest, bookmark_ms: u64, out:
         prev_kv: true,
         progress_notify_ms: if req.allow_bookmarks { bookmark_ms } else { 0 },
     };
-    tokio::spawn(rafter_raft_store::watch::serve(Arc::clone(&store.node), kv_req, tx));
+    tokio::spawn(rafter_raft_store::watch::serve(
+        Arc::clone(&store.node),
+        kv_req,
+        tx,
+    ));
     loop {
         let resp = tokio::select! {
             r = rx.recv() => r,
@@ -101,7 +107,9 @@ fn translate<K: Object>(
     let prev: Option<K> = e.prev_kv.as_ref().map(decode).transpose()?;
     let prev_selected = prev.as_ref().is_some_and(|p| selected(p, labels, fields));
     if e.r#type == kv::event::EventType::Delete as i32 {
-        let Some(mut last) = prev else { return Ok(None) };
+        let Some(mut last) = prev else {
+            return Ok(None);
+        };
         if !prev_selected {
             return Ok(None);
         }

@@ -667,7 +667,11 @@ fn make_channel(name: &str, uri: String, options: &ClientOptions) -> Result<Conn
     }
     let auth = Auth(match &options.token {
         None => None,
-        Some(t) => Some(format!("Bearer {}", t.trim()).parse().map_err(|_| Error::InvalidToken)?),
+        Some(t) => Some(
+            format!("Bearer {}", t.trim())
+                .parse()
+                .map_err(|_| Error::InvalidToken)?,
+        ),
     });
     Ok(InterceptedService::new(endpoint.connect_lazy(), auth))
 }

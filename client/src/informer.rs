@@ -52,7 +52,12 @@ impl<K: Object> Cache<K> {
 
     /// Every cached object, by namespace then name.
     pub fn list(&self) -> Vec<K> {
-        self.objects.read().expect("cache lock").values().cloned().collect()
+        self.objects
+            .read()
+            .expect("cache lock")
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub fn len(&self) -> usize {
@@ -150,7 +155,10 @@ async fn run<K: Object>(
                 Some(Err(e)) => break e,
                 Some(Ok(WatchEvent::Bookmark(_))) => continue,
                 Some(Ok(WatchEvent::Added(o) | WatchEvent::Modified(o))) => {
-                    objects.write().expect("cache lock").insert(key_of(&o), o.clone());
+                    objects
+                        .write()
+                        .expect("cache lock")
+                        .insert(key_of(&o), o.clone());
                     Event::Applied(o)
                 }
                 Some(Ok(WatchEvent::Deleted(o))) => {

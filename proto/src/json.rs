@@ -238,7 +238,11 @@ mod tests {
         }))
         .unwrap_err();
         assert!(err.message.contains("imagee"), "{}", err.message);
-        assert!(err.field.starts_with("spec.template.spec.containers"), "{}", err.field);
+        assert!(
+            err.field.starts_with("spec.template.spec.containers"),
+            "{}",
+            err.field
+        );
     }
 
     #[test]

@@ -227,16 +227,46 @@ pub fn resolve_kind(name: &str) -> Option<&'static KindInfo> {
 macro_rules! with_kind {
     ($kind:expr, $K:ident => $body:expr, _ => $otherwise:expr) => {
         match $kind {
-            "Namespace" => { type $K = $crate::api::Namespace; $body }
-            "Node" => { type $K = $crate::api::Node; $body }
-            "Pod" => { type $K = $crate::api::Pod; $body }
-            "ReplicaSet" => { type $K = $crate::api::ReplicaSet; $body }
-            "Deployment" => { type $K = $crate::api::Deployment; $body }
-            "Service" => { type $K = $crate::api::Service; $body }
-            "Endpoints" => { type $K = $crate::api::Endpoints; $body }
-            "ConfigMap" => { type $K = $crate::api::ConfigMap; $body }
-            "Secret" => { type $K = $crate::api::Secret; $body }
-            "Event" => { type $K = $crate::api::Event; $body }
+            "Namespace" => {
+                type $K = $crate::api::Namespace;
+                $body
+            }
+            "Node" => {
+                type $K = $crate::api::Node;
+                $body
+            }
+            "Pod" => {
+                type $K = $crate::api::Pod;
+                $body
+            }
+            "ReplicaSet" => {
+                type $K = $crate::api::ReplicaSet;
+                $body
+            }
+            "Deployment" => {
+                type $K = $crate::api::Deployment;
+                $body
+            }
+            "Service" => {
+                type $K = $crate::api::Service;
+                $body
+            }
+            "Endpoints" => {
+                type $K = $crate::api::Endpoints;
+                $body
+            }
+            "ConfigMap" => {
+                type $K = $crate::api::ConfigMap;
+                $body
+            }
+            "Secret" => {
+                type $K = $crate::api::Secret;
+                $body
+            }
+            "Event" => {
+                type $K = $crate::api::Event;
+                $body
+            }
             _ => $otherwise,
         }
     };
@@ -272,7 +302,10 @@ mod tests {
         assert_eq!(pod.prefix(""), "/registry/pods/");
         let node = <api::Node as Object>::INFO;
         assert_eq!(node.key("ignored", "n1"), "/registry/nodes/n1");
-        assert_eq!(<api::Deployment as Object>::INFO.qualified_plural(), "deployments.apps");
+        assert_eq!(
+            <api::Deployment as Object>::INFO.qualified_plural(),
+            "deployments.apps"
+        );
     }
 
     #[test]

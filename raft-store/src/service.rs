@@ -77,8 +77,13 @@ where
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(raft)
-        .add_service(tonic::service::interceptor::InterceptedService::new(kv, auth.clone()))
-        .add_service(tonic::service::interceptor::InterceptedService::new(cluster, auth))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            kv,
+            auth.clone(),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            cluster, auth,
+        ))
 }
 
 /// Serves every service of `node` on `listener` until `shutdown` resolves,

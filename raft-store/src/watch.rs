@@ -122,7 +122,8 @@ async fn run(
     last = last.max(current);
     let progress = (req.progress_notify_ms > 0)
         .then(|| std::time::Duration::from_millis(req.progress_notify_ms));
-    let mut progress_timer = tokio::time::interval(progress.unwrap_or(std::time::Duration::from_secs(86_400)));
+    let mut progress_timer =
+        tokio::time::interval(progress.unwrap_or(std::time::Duration::from_secs(86_400)));
     progress_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     progress_timer.tick().await;
     loop {

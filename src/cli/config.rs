@@ -75,10 +75,14 @@ impl ClientConfig {
             self.endpoints.join(",")
         );
         if let Some(t) = &self.token {
-            text.push_str(&format!("# token: the cluster's admin bearer token.\ntoken = {t}\n"));
+            text.push_str(&format!(
+                "# token: the cluster's admin bearer token.\ntoken = {t}\n"
+            ));
         }
         if let Some(ns) = &self.namespace {
-            text.push_str(&format!("# namespace: used when a command has no -n.\nnamespace = {ns}\n"));
+            text.push_str(&format!(
+                "# namespace: used when a command has no -n.\nnamespace = {ns}\n"
+            ));
         }
         text
     }

@@ -340,7 +340,8 @@ struct Started {
 async fn wait_for_leader(
     layout: &Layout,
     started: &mut [Started],
- token: &str,) -> anyhow::Result<(String, Vec<MemberStatus>)> {
+    token: &str,
+) -> anyhow::Result<(String, Vec<MemberStatus>)> {
     let options = ClientOptions {
         request_timeout: Duration::from_secs(1),
         overall_timeout: Duration::from_secs(2),

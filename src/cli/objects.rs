@@ -192,11 +192,16 @@ fn kind_of(name: &str) -> anyhow::Result<&'static KindInfo> {
 }
 
 /// TYPE or TYPE/NAME, plus names given separately.
-fn split_resource(resource: &str, names: &[String]) -> anyhow::Result<(&'static KindInfo, Vec<String>)> {
+fn split_resource(
+    resource: &str,
+    names: &[String],
+) -> anyhow::Result<(&'static KindInfo, Vec<String>)> {
     match resource.split_once('/') {
         Some((t, n)) => {
             if !names.is_empty() {
-                bail!("there is no need to give a name after {resource}: TYPE/NAME names the object");
+                bail!(
+                    "there is no need to give a name after {resource}: TYPE/NAME names the object"
+                );
             }
             Ok((kind_of(t)?, vec![n.to_string()]))
         }
@@ -221,16 +226,29 @@ fn ref_name(info: &KindInfo, name: &str) -> String {
 pub async fn get(g: &GlobalArgs, a: GetArgs) -> anyhow::Result<()> {
     let (info, names) = split_resource(&a.resource, &a.names)?;
     let client = g.client().await?;
-    let ns = if a.all_namespaces || !info.namespaced { String::new() } else { namespace(&a.ns)? };
+    let ns = if a.all_namespaces || !info.namespaced {
+        String::new()
+    } else {
+        namespace(&a.ns)?
+    };
     with_kind!(info.kind, K => get_kind::<K>(&client, &a, &ns, &names).await,
         _ => unreachable!("resolved kinds are known"))
 }
 
-async fn get_kind<K: Object>(client: &Client, a: &GetArgs, ns: &str, names: &[String]) -> anyhow::Result<()> {
+async fn get_kind<K: Object>(
+    client: &Client,
+    a: &GetArgs,
+    ns: &str,
+    names: &[String],
+) -> anyhow::Result<()> {
     let info = K::INFO;
     let (items, rv) = if names.is_empty() {
         let list = client
-            .list::<K>(ns, a.selector.as_deref().unwrap_or(""), a.field_selector.as_deref().unwrap_or(""))
+            .list::<K>(
+                ns,
+                a.selector.as_deref().unwrap_or(""),
+                a.field_selector.as_deref().unwrap_or(""),
+            )
             .await
             .map_err(server_error)?;
         (list.items, list.resource_version)
@@ -294,12 +312,27 @@ async fn get_kind<K: Object>(client: &Client, a: &GetArgs, ns: &str, names: &[St
                 continue;
             }
             match a.output {
-                Some(Output::Json) => outln!("{}", serde_json::to_string_pretty(&json::to_value(&obj))?)?,
-                Some(Output::Yaml) => out!("---\n{}", serde_yaml_ng::to_string(&json::to_value(&obj))?)?,
+                Some(Output::Json) => {
+                    outln!("{}", serde_json::to_string_pretty(&json::to_value(&obj))?)?
+                }
+                Some(Output::Yaml) => {
+                    out!("---\n{}", serde_yaml_ng::to_string(&json::to_value(&obj))?)?
+                }
                 Some(Output::Name) => outln!("{}", ref_name(info, &obj.metadata().name))?,
                 wide => {
-                    let t = tables::table(std::slice::from_ref(&obj), wide == Some(Output::Wide), show_ns);
-                    out!("{}", t.render().lines().skip(1).map(|l| format!("{l}\n")).collect::<String>())?;
+                    let t = tables::table(
+                        std::slice::from_ref(&obj),
+                        wide == Some(Output::Wide),
+                        show_ns,
+                    );
+                    out!(
+                        "{}",
+                        t.render()
+                            .lines()
+                            .skip(1)
+                            .map(|l| format!("{l}\n"))
+                            .collect::<String>()
+                    )?;
                 }
             }
         }
@@ -333,11 +366,17 @@ fn read_manifests(files: &[String]) -> anyhow::Result<Vec<(String, Value)>> {
             let mut entries: Vec<PathBuf> = std::fs::read_dir(&p)
                 .with_context(|| format!("reading directory {f}"))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|e| matches!(e.extension().and_then(|x| x.to_str()), Some("yaml" | "yml" | "json")))
+                .filter(|e| {
+                    matches!(
+                        e.extension().and_then(|x| x.to_str()),
+                        Some("yaml" | "yml" | "json")
+                    )
+                })
                 .collect();
             entries.sort();
             for e in entries {
-                let text = std::fs::read_to_string(&e).with_context(|| format!("reading {}", e.display()))?;
+                let text = std::fs::read_to_string(&e)
+                    .with_context(|| format!("reading {}", e.display()))?;
                 paths.push((e.display().to_string(), text));
             }
         } else {
@@ -377,10 +416,17 @@ fn manifest_kind(origin: &str, value: &Value) -> anyhow::Result<&'static KindInf
     let kind = value.get("kind").and_then(Value::as_str).with_context(|| {
         format!("error validating {origin}: kind not set (every object needs apiVersion and kind)")
     })?;
-    let info = KINDS.iter().copied().find(|k| k.kind == kind).with_context(|| {
-        let known: Vec<&str> = KINDS.iter().map(|k| k.kind).collect();
-        format!("{origin}: no kind \"{kind}\" is known; known kinds: {}", known.join(", "))
-    })?;
+    let info = KINDS
+        .iter()
+        .copied()
+        .find(|k| k.kind == kind)
+        .with_context(|| {
+            let known: Vec<&str> = KINDS.iter().map(|k| k.kind).collect();
+            format!(
+                "{origin}: no kind \"{kind}\" is known; known kinds: {}",
+                known.join(", ")
+            )
+        })?;
     Ok(info)
 }
 
@@ -399,7 +445,12 @@ pub async fn apply(g: &GlobalArgs, a: FileArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn apply_one<K: Object>(client: &Client, origin: &str, value: Value, ns: &str) -> anyhow::Result<String> {
+async fn apply_one<K: Object>(
+    client: &Client,
+    origin: &str,
+    value: Value,
+    ns: &str,
+) -> anyhow::Result<String> {
     let desired: K = decode_manifest(origin, value, ns)?;
     let m = desired.metadata();
     let (obj_ns, name) = (m.namespace.clone(), m.name.clone());
@@ -407,13 +458,11 @@ async fn apply_one<K: Object>(client: &Client, origin: &str, value: Value, ns: &
     for _ in 0..5 {
         let existing = match client.get_object::<K>(&obj_ns, &name).await {
             Ok(o) => o,
-            Err(e) if e.is_reason("NotFound") => {
-                match client.create(&desired).await {
-                    Ok(_) => return Ok(format!("{shown} created")),
-                    Err(e) if e.is_reason("AlreadyExists") => continue,
-                    Err(e) => return Err(server_error(e)),
-                }
-            }
+            Err(e) if e.is_reason("NotFound") => match client.create(&desired).await {
+                Ok(_) => return Ok(format!("{shown} created")),
+                Err(e) if e.is_reason("AlreadyExists") => continue,
+                Err(e) => return Err(server_error(e)),
+            },
             Err(e) => return Err(server_error(e)),
         };
         let mut next = desired.clone();
@@ -434,7 +483,9 @@ async fn apply_one<K: Object>(client: &Client, origin: &str, value: Value, ns: &
         }
         match client.update(&next).await {
             Ok(updated) => {
-                let word = if updated.metadata().resource_version == existing.metadata().resource_version {
+                let word = if updated.metadata().resource_version
+                    == existing.metadata().resource_version
+                {
                     "unchanged"
                 } else {
                     "configured"
@@ -466,14 +517,19 @@ pub async fn create_from_files(g: &GlobalArgs, a: FileArgs) -> anyhow::Result<()
 fn parse_pairs(literals: &[String], files: &[String]) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
     let mut data = BTreeMap::new();
     for l in literals {
-        let (k, v) = l.split_once('=').with_context(|| format!("--from-literal {l:?}: expected key=value"))?;
+        let (k, v) = l
+            .split_once('=')
+            .with_context(|| format!("--from-literal {l:?}: expected key=value"))?;
         data.insert(k.to_string(), v.as_bytes().to_vec());
     }
     for f in files {
         let (k, path) = match f.split_once('=') {
             Some((k, p)) => (k.to_string(), p.to_string()),
             None => {
-                let name = Path::new(f).file_name().and_then(|n| n.to_str()).unwrap_or(f);
+                let name = Path::new(f)
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or(f);
                 (name.to_string(), f.clone())
             }
         };
@@ -492,7 +548,13 @@ pub async fn create(g: &GlobalArgs, c: CreateCommand) -> anyhow::Result<()> {
             let o = client.create(&o).await.map_err(server_error)?;
             format!("namespace/{} created", o.metadata().name)
         }
-        CreateCommand::Deployment { name, image, replicas, port, ns } => {
+        CreateCommand::Deployment {
+            name,
+            image,
+            replicas,
+            port,
+            ns,
+        } => {
             let labels = BTreeMap::from([("app".to_string(), name.clone())]);
             let container_name = image
                 .rsplit('/')
@@ -505,15 +567,26 @@ pub async fn create(g: &GlobalArgs, c: CreateCommand) -> anyhow::Result<()> {
             let mut d = api::Deployment {
                 spec: Some(api::DeploymentSpec {
                     replicas: Some(replicas),
-                    selector: Some(api::LabelSelector { match_labels: labels.clone(), ..Default::default() }),
+                    selector: Some(api::LabelSelector {
+                        match_labels: labels.clone(),
+                        ..Default::default()
+                    }),
                     template: Some(api::PodTemplateSpec {
-                        metadata: Some(api::ObjectMeta { labels: labels.clone(), ..Default::default() }),
+                        metadata: Some(api::ObjectMeta {
+                            labels: labels.clone(),
+                            ..Default::default()
+                        }),
                         spec: Some(api::PodSpec {
                             containers: vec![api::Container {
                                 name: container_name,
                                 image,
                                 ports: port
-                                    .map(|p| vec![api::ContainerPort { container_port: p, ..Default::default() }])
+                                    .map(|p| {
+                                        vec![api::ContainerPort {
+                                            container_port: p,
+                                            ..Default::default()
+                                        }]
+                                    })
                                     .unwrap_or_default(),
                                 ..Default::default()
                             }],
@@ -531,7 +604,12 @@ pub async fn create(g: &GlobalArgs, c: CreateCommand) -> anyhow::Result<()> {
             let o = client.create(&d).await.map_err(server_error)?;
             format!("deployment.apps/{} created", o.metadata().name)
         }
-        CreateCommand::ConfigMap { name, literals, files, ns } => {
+        CreateCommand::ConfigMap {
+            name,
+            literals,
+            files,
+            ns,
+        } => {
             let mut cm = api::ConfigMap::default();
             for (k, v) in parse_pairs(&literals, &files)? {
                 match String::from_utf8(v) {
@@ -549,9 +627,17 @@ pub async fn create(g: &GlobalArgs, c: CreateCommand) -> anyhow::Result<()> {
             let o = client.create(&cm).await.map_err(server_error)?;
             format!("configmap/{} created", o.metadata().name)
         }
-        CreateCommand::Secret { secret_type, name, literals, files, ns } => {
+        CreateCommand::Secret {
+            secret_type,
+            name,
+            literals,
+            files,
+            ns,
+        } => {
             if secret_type != "generic" {
-                bail!("secret type {secret_type:?} is not supported: use `rafter create secret generic NAME`");
+                bail!(
+                    "secret type {secret_type:?} is not supported: use `rafter create secret generic NAME`"
+                );
             }
             let mut s = api::Secret {
                 data: parse_pairs(&literals, &files)?,
@@ -579,8 +665,16 @@ pub async fn delete(g: &GlobalArgs, a: DeleteArgs) -> anyhow::Result<()> {
     if !a.files.is_empty() {
         for (origin, value) in read_manifests(&a.files)? {
             let info = manifest_kind(&origin, &value)?;
-            let name = value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
-            let obj_ns = value.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or(&ns).to_string();
+            let name = value
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let obj_ns = value
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or(&ns)
+                .to_string();
             targets.push((info, obj_ns, name));
         }
     } else {
@@ -596,7 +690,11 @@ pub async fn delete(g: &GlobalArgs, a: DeleteArgs) -> anyhow::Result<()> {
         }
     }
     for (info, obj_ns, name) in targets {
-        let obj_ns = if info.namespaced { obj_ns } else { String::new() };
+        let obj_ns = if info.namespaced {
+            obj_ns
+        } else {
+            String::new()
+        };
         with_kind!(info.kind, K => {
             client.delete_object::<K>(&obj_ns, &name, &options).await.map_err(server_error)?;
         }, _ => unreachable!());
@@ -611,7 +709,10 @@ pub async fn scale(g: &GlobalArgs, a: ScaleArgs) -> anyhow::Result<()> {
     let names: Vec<String> = a.name.iter().cloned().collect();
     let (info, names) = split_resource(&a.resource, &names)?;
     if !matches!(info.kind, "Deployment" | "ReplicaSet") {
-        bail!("{} cannot be scaled: scale a deployment or a replicaset", info.plural);
+        bail!(
+            "{} cannot be scaled: scale a deployment or a replicaset",
+            info.plural
+        );
     }
     let [name] = names.as_slice() else {
         bail!("give one name to scale");
@@ -633,7 +734,13 @@ pub async fn label(g: &GlobalArgs, a: LabelArgs, field: &str) -> anyhow::Result<
     let (info, rest) = match a.resource.split_once('/') {
         Some(_) => {
             let (info, names) = split_resource(&a.resource, &[])?;
-            (info, names.into_iter().chain(a.args.iter().cloned()).collect::<Vec<_>>())
+            (
+                info,
+                names
+                    .into_iter()
+                    .chain(a.args.iter().cloned())
+                    .collect::<Vec<_>>(),
+            )
         }
         None => (kind_of(&a.resource)?, a.args.clone()),
     };
@@ -643,7 +750,11 @@ pub async fn label(g: &GlobalArgs, a: LabelArgs, field: &str) -> anyhow::Result<
     if changes.is_empty() {
         bail!("give at least one key=value or key- change");
     }
-    let ns = if info.namespaced { namespace(&a.ns)? } else { String::new() };
+    let ns = if info.namespaced {
+        namespace(&a.ns)?
+    } else {
+        String::new()
+    };
     let client = g.client().await?;
     let current: BTreeMap<String, String> = with_kind!(info.kind, K => {
         let o = client.get_object::<K>(&ns, name).await.map_err(server_error)?;
@@ -669,7 +780,11 @@ pub async fn label(g: &GlobalArgs, a: LabelArgs, field: &str) -> anyhow::Result<
     with_kind!(info.kind, K => {
         client.patch::<K>(&ns, name, &patch, false).await.map_err(server_error)?;
     }, _ => unreachable!());
-    let verb = if field == "labels" { "labeled" } else { "annotated" };
+    let verb = if field == "labels" {
+        "labeled"
+    } else {
+        "annotated"
+    };
     outln!("{} {verb}", ref_name(info, name))?;
     Ok(())
 }
@@ -677,14 +792,23 @@ pub async fn label(g: &GlobalArgs, a: LabelArgs, field: &str) -> anyhow::Result<
 pub async fn edit(g: &GlobalArgs, a: NameArgs) -> anyhow::Result<()> {
     let names: Vec<String> = a.name.iter().cloned().collect();
     let (info, names) = split_resource(&a.resource, &names)?;
-    let [name] = names.as_slice() else { bail!("give one name to edit") };
-    let ns = if info.namespaced { namespace(&a.ns)? } else { String::new() };
+    let [name] = names.as_slice() else {
+        bail!("give one name to edit")
+    };
+    let ns = if info.namespaced {
+        namespace(&a.ns)?
+    } else {
+        String::new()
+    };
     let client = g.client().await?;
     with_kind!(info.kind, K => edit_kind::<K>(&client, &ns, name).await, _ => unreachable!())
 }
 
 async fn edit_kind<K: Object>(client: &Client, ns: &str, name: &str) -> anyhow::Result<()> {
-    let current = client.get_object::<K>(ns, name).await.map_err(server_error)?;
+    let current = client
+        .get_object::<K>(ns, name)
+        .await
+        .map_err(server_error)?;
     let text = serde_yaml_ng::to_string(&json::to_value(&current))?;
     let dir = tempfile::tempdir()?;
     let path = dir.path().join(format!("{}-{name}.yaml", K::INFO.singular));
@@ -705,14 +829,19 @@ async fn edit_kind<K: Object>(client: &Client, ns: &str, name: &str) -> anyhow::
         outln!("Edit cancelled, no changes made.")?;
         return Ok(());
     }
-    let value: Value = serde_yaml_ng::from_str(&edited).context("the edited file is not valid YAML; nothing was changed")?;
+    let value: Value = serde_yaml_ng::from_str(&edited)
+        .context("the edited file is not valid YAML; nothing was changed")?;
     let obj: K = decode_manifest("the edited object", value, ns)?;
     match client.update(&obj).await {
         Ok(_) => outln!("{} edited", ref_name(K::INFO, name))?,
         Err(e) if e.is_reason("Conflict") => bail!(
             "{} was changed by someone else while you edited it; nothing was saved. Your version is in {} — run `rafter edit` again",
             ref_name(K::INFO, name),
-            { let keep = std::env::temp_dir().join(path.file_name().unwrap_or_default()); let _ = std::fs::copy(&path, &keep); keep.display().to_string() }
+            {
+                let keep = std::env::temp_dir().join(path.file_name().unwrap_or_default());
+                let _ = std::fs::copy(&path, &keep);
+                keep.display().to_string()
+            }
         ),
         Err(e) => return Err(server_error(e)),
     }
@@ -722,8 +851,14 @@ async fn edit_kind<K: Object>(client: &Client, ns: &str, name: &str) -> anyhow::
 pub async fn describe(g: &GlobalArgs, a: NameArgs) -> anyhow::Result<()> {
     let names: Vec<String> = a.name.iter().cloned().collect();
     let (info, names) = split_resource(&a.resource, &names)?;
-    let [name] = names.as_slice() else { bail!("give one name to describe") };
-    let ns = if info.namespaced { namespace(&a.ns)? } else { String::new() };
+    let [name] = names.as_slice() else {
+        bail!("give one name to describe")
+    };
+    let ns = if info.namespaced {
+        namespace(&a.ns)?
+    } else {
+        String::new()
+    };
     let client = g.client().await?;
     let (value, uid) = with_kind!(info.kind, K => {
         let o = client.get_object::<K>(&ns, name).await.map_err(server_error)?;
@@ -737,7 +872,11 @@ pub async fn describe(g: &GlobalArgs, a: NameArgs) -> anyhow::Result<()> {
     let mut mine: Vec<&api::Event> = events
         .items
         .iter()
-        .filter(|e| e.involved_object.as_ref().is_some_and(|o| o.uid == uid || (o.kind == info.kind && o.name == *name)))
+        .filter(|e| {
+            e.involved_object
+                .as_ref()
+                .is_some_and(|o| o.uid == uid || (o.kind == info.kind && o.name == *name))
+        })
         .collect();
     mine.sort_by(|a, b| a.last_timestamp.cmp(&b.last_timestamp));
     out!("{}", tables::describe_events(&mine))?;
@@ -745,7 +884,8 @@ pub async fn describe(g: &GlobalArgs, a: NameArgs) -> anyhow::Result<()> {
 }
 
 pub fn api_resources() -> anyhow::Result<()> {
-    let mut t = super::output::Table::new(&["NAME", "SHORTNAMES", "APIVERSION", "NAMESPACED", "KIND"]);
+    let mut t =
+        super::output::Table::new(&["NAME", "SHORTNAMES", "APIVERSION", "NAMESPACED", "KIND"]);
     for k in KINDS {
         t.row(vec![
             k.plural.into(),

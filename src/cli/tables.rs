@@ -26,7 +26,13 @@ fn headers(kind: &str, wide: bool) -> Vec<&'static str> {
         ),
         "Node" => (
             &["NAME", "STATUS", "ROLES", "AGE", "VERSION"],
-            &["INTERNAL-IP", "EXTERNAL-IP", "OS-IMAGE", "KERNEL-VERSION", "CONTAINER-RUNTIME"],
+            &[
+                "INTERNAL-IP",
+                "EXTERNAL-IP",
+                "OS-IMAGE",
+                "KERNEL-VERSION",
+                "CONTAINER-RUNTIME",
+            ],
         ),
         "Deployment" => (
             &["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
@@ -37,7 +43,14 @@ fn headers(kind: &str, wide: bool) -> Vec<&'static str> {
             &["CONTAINERS", "IMAGES", "SELECTOR"],
         ),
         "Service" => (
-            &["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"],
+            &[
+                "NAME",
+                "TYPE",
+                "CLUSTER-IP",
+                "EXTERNAL-IP",
+                "PORT(S)",
+                "AGE",
+            ],
             &["SELECTOR"],
         ),
         "Endpoints" => (&["NAME", "ENDPOINTS", "AGE"], &[]),
@@ -56,7 +69,11 @@ fn headers(kind: &str, wide: bool) -> Vec<&'static str> {
 
 fn selector_text(s: &Option<api::LabelSelector>) -> String {
     let Some(s) = s else { return String::new() };
-    let mut parts: Vec<String> = s.match_labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut parts: Vec<String> = s
+        .match_labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     for e in &s.match_expressions {
         parts.push(match e.operator.as_str() {
             "In" => format!("{} in ({})", e.key, e.values.join(",")),
@@ -71,8 +88,14 @@ fn selector_text(s: &Option<api::LabelSelector>) -> String {
 fn containers_images(spec: Option<&api::PodSpec>) -> (String, String) {
     let cs = spec.map(|s| s.containers.as_slice()).unwrap_or_default();
     (
-        cs.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(","),
-        cs.iter().map(|c| c.image.as_str()).collect::<Vec<_>>().join(","),
+        cs.iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+        cs.iter()
+            .map(|c| c.image.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
     )
 }
 
@@ -83,7 +106,11 @@ fn pod_status(p: &api::Pod) -> String {
         return "Terminating".into();
     }
     let status = p.status.clone().unwrap_or_default();
-    let mut shown = if status.reason.is_empty() { status.phase.clone() } else { status.reason.clone() };
+    let mut shown = if status.reason.is_empty() {
+        status.phase.clone()
+    } else {
+        status.reason.clone()
+    };
     for c in &status.container_statuses {
         if let Some(state) = &c.state {
             if let Some(w) = &state.waiting
@@ -109,7 +136,11 @@ fn row(obj: &dyn Any, meta: &api::ObjectMeta, wide: bool, now: SystemTime) -> Ve
         let spec = p.spec.clone().unwrap_or_default();
         let status = p.status.clone().unwrap_or_default();
         let ready = status.container_statuses.iter().filter(|c| c.ready).count();
-        let restarts: i32 = status.container_statuses.iter().map(|c| c.restart_count).sum();
+        let restarts: i32 = status
+            .container_statuses
+            .iter()
+            .map(|c| c.restart_count)
+            .sum();
         let mut r = vec![
             name,
             format!("{ready}/{}", spec.containers.len()),
@@ -136,13 +167,27 @@ fn row(obj: &dyn Any, meta: &api::ObjectMeta, wide: bool, now: SystemTime) -> Ve
         let roles: Vec<String> = meta
             .labels
             .keys()
-            .filter_map(|k| k.strip_prefix("node-role.kubernetes.io/").map(str::to_string))
+            .filter_map(|k| {
+                k.strip_prefix("node-role.kubernetes.io/")
+                    .map(str::to_string)
+            })
             .collect();
         let info = status.node_info.clone().unwrap_or_default();
-        let mut r = vec![name, st, roles.join(","), created, info.agent_version.clone()];
+        let mut r = vec![
+            name,
+            st,
+            roles.join(","),
+            created,
+            info.agent_version.clone(),
+        ];
         if wide {
             let addr = |t: &str| {
-                status.addresses.iter().find(|a| a.r#type == t).map(|a| a.address.clone()).unwrap_or_default()
+                status
+                    .addresses
+                    .iter()
+                    .find(|a| a.r#type == t)
+                    .map(|a| a.address.clone())
+                    .unwrap_or_default()
             };
             r.extend([
                 addr("InternalIP"),
@@ -188,10 +233,27 @@ fn row(obj: &dyn Any, meta: &api::ObjectMeta, wide: bool, now: SystemTime) -> Ve
     }
     if let Some(s) = obj.downcast_ref::<api::Service>() {
         let spec = s.spec.clone().unwrap_or_default();
-        let ports: Vec<String> = spec.ports.iter().map(|p| format!("{}/{}", p.port, p.protocol)).collect();
-        let mut r = vec![name, spec.r#type.clone(), spec.cluster_ip.clone(), "<none>".into(), ports.join(","), created];
+        let ports: Vec<String> = spec
+            .ports
+            .iter()
+            .map(|p| format!("{}/{}", p.port, p.protocol))
+            .collect();
+        let mut r = vec![
+            name,
+            spec.r#type.clone(),
+            spec.cluster_ip.clone(),
+            "<none>".into(),
+            ports.join(","),
+            created,
+        ];
         if wide {
-            r.push(spec.selector.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","));
+            r.push(
+                spec.selector
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
         }
         return r;
     }
@@ -212,7 +274,11 @@ fn row(obj: &dyn Any, meta: &api::ObjectMeta, wide: bool, now: SystemTime) -> Ve
         return vec![name, shown, created];
     }
     if let Some(c) = obj.downcast_ref::<api::ConfigMap>() {
-        return vec![name, (c.data.len() + c.binary_data.len()).to_string(), created];
+        return vec![
+            name,
+            (c.data.len() + c.binary_data.len()).to_string(),
+            created,
+        ];
     }
     if let Some(s) = obj.downcast_ref::<api::Secret>() {
         return vec![name, s.r#type.clone(), s.data.len().to_string(), created];
@@ -239,7 +305,12 @@ pub fn table<K: Object>(items: &[K], wide: bool, show_namespace: bool) -> Table 
 }
 
 /// [`table`] with a fixed "now" (golden tests).
-pub fn table_at<K: Object>(items: &[K], wide: bool, show_namespace: bool, now: SystemTime) -> Table {
+pub fn table_at<K: Object>(
+    items: &[K],
+    wide: bool,
+    show_namespace: bool,
+    now: SystemTime,
+) -> Table {
     let mut h = headers(K::INFO.kind, wide);
     if show_namespace {
         h.insert(0, "NAMESPACE");
@@ -266,8 +337,12 @@ pub fn describe(value: &Value) -> String {
                 for (k, v) in map {
                     let key = title(k);
                     match v {
-                        Value::Object(m) if m.is_empty() => out.push_str(&format!("{pad}{key}:  <none>\n")),
-                        Value::Array(a) if a.is_empty() => out.push_str(&format!("{pad}{key}:  <none>\n")),
+                        Value::Object(m) if m.is_empty() => {
+                            out.push_str(&format!("{pad}{key}:  <none>\n"))
+                        }
+                        Value::Array(a) if a.is_empty() => {
+                            out.push_str(&format!("{pad}{key}:  <none>\n"))
+                        }
                         Value::Object(_) | Value::Array(_) => {
                             out.push_str(&format!("{pad}{key}:\n"));
                             walk(out, v, indent + 2);
@@ -370,14 +445,26 @@ mod tests {
                     reason: r.into(),
                     ..Default::default()
                 }),
-                running: if waiting.is_none() { Some(Default::default()) } else { None },
+                running: if waiting.is_none() {
+                    Some(Default::default())
+                } else {
+                    None
+                },
                 ..Default::default()
             }),
             ..Default::default()
         }
     }
 
-    fn pod(name: &str, age: u64, containers: usize, phase: &str, ip: &str, node: &str, cs: Vec<api::ContainerStatus>) -> api::Pod {
+    fn pod(
+        name: &str,
+        age: u64,
+        containers: usize,
+        phase: &str,
+        ip: &str,
+        node: &str,
+        cs: Vec<api::ContainerStatus>,
+    ) -> api::Pod {
         api::Pod {
             metadata: meta(name, "default", age),
             spec: Some(api::PodSpec {
@@ -403,7 +490,15 @@ mod tests {
 
     fn pods() -> Vec<api::Pod> {
         vec![
-            pod("web-1", 300, 1, "Running", "10.0.1.5", "node-a", vec![container_status(true, 0, None)]),
+            pod(
+                "web-1",
+                300,
+                1,
+                "Running",
+                "10.0.1.5",
+                "node-a",
+                vec![container_status(true, 0, None)],
+            ),
             pod(
                 "web-2",
                 2 * 86_400 + 3 * 3_600 + 59,
@@ -411,7 +506,10 @@ mod tests {
                 "Running",
                 "10.0.1.6",
                 "node-b",
-                vec![container_status(true, 0, None), container_status(false, 3, Some("CrashLoopBackOff"))],
+                vec![
+                    container_status(true, 0, None),
+                    container_status(false, 3, Some("CrashLoopBackOff")),
+                ],
             ),
             pod("pending", 30, 1, "Pending", "", "", vec![]),
         ]
@@ -424,8 +522,14 @@ mod tests {
 
     #[test]
     fn pods_table_matches_kubectl() {
-        assert_eq!(table_at(&pods(), false, false, now()).render(), golden("get_pods.txt"));
-        assert_eq!(table_at(&pods(), true, false, now()).render(), golden("get_pods_wide.txt"));
+        assert_eq!(
+            table_at(&pods(), false, false, now()).render(),
+            golden("get_pods.txt")
+        );
+        assert_eq!(
+            table_at(&pods(), true, false, now()).render(),
+            golden("get_pods_wide.txt")
+        );
     }
 
     #[test]
@@ -450,8 +554,14 @@ mod tests {
             }),
             ..Default::default()
         };
-        let nodes = vec![node("node-a", "True", false), node("node-b", "Unknown", true)];
-        assert_eq!(table_at(&nodes, false, false, now()).render(), golden("get_nodes.txt"));
+        let nodes = vec![
+            node("node-a", "True", false),
+            node("node-b", "Unknown", true),
+        ];
+        assert_eq!(
+            table_at(&nodes, false, false, now()).render(),
+            golden("get_nodes.txt")
+        );
     }
 
     #[test]
@@ -470,7 +580,10 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert_eq!(table_at(&[d], false, false, now()).render(), golden("get_deploy.txt"));
+        assert_eq!(
+            table_at(&[d], false, false, now()).render(),
+            golden("get_deploy.txt")
+        );
     }
 
     #[test]
@@ -490,7 +603,10 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert_eq!(table_at(&[s], false, true, now()).render(), golden("get_svc_all_namespaces.txt"));
+        assert_eq!(
+            table_at(&[s], false, true, now()).render(),
+            golden("get_svc_all_namespaces.txt")
+        );
     }
 
     #[test]

@@ -221,10 +221,26 @@ impl Cluster {
             }
             assert!(
                 Instant::now() < deadline,
-                "no single agreed leader within 30 s: {leaders:?} {leader_ids:?}"
+                "no single agreed leader within 30 s: {leaders:?} {leader_ids:?}\n{}",
+                self.log_tails()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The last lines of every master's log, for failure messages.
+    pub fn log_tails(&self) -> String {
+        let mut out = String::new();
+        for m in &self.masters {
+            let text = std::fs::read_to_string(&m.log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            out.push_str(&format!("--- {} ({})\n", m.name, m.log.display()));
+            for l in &lines[lines.len().saturating_sub(8)..] {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
     }
 
     /// Waits until master `i` has applied at least `index`.
@@ -249,13 +265,27 @@ impl Cluster {
     /// Runs `rafter ARGS` with this cluster's endpoints; returns (success,
     /// stdout, stderr).
     pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
-        let out = Command::new(rafter_bin())
-            .args(args)
+        self.cli_with_env(args, &[])
+    }
+
+    /// The `rafter` command [`Cluster::cli`] runs, for tests that need a
+    /// child process (e.g. `get -w`).
+    pub fn cli_command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(rafter_bin());
+        c.args(args)
             .env("RAFTER_ENDPOINTS", self.endpoint_flag())
             .env("RAFTER_TOKEN", TOKEN)
-            .env("RAFTER_CONFIG", self.dir.path().join("no-config"))
-            .output()
-            .expect("run rafter");
+            .env("RAFTER_CONFIG", self.dir.path().join("no-config"));
+        c
+    }
+
+    /// [`Cluster::cli`] with extra environment variables.
+    pub fn cli_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+        let mut c = self.cli_command(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().expect("run rafter");
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
