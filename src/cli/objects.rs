@@ -789,17 +789,25 @@ pub async fn label(g: &GlobalArgs, a: LabelArgs, field: &str) -> anyhow::Result<
     Ok(())
 }
 
-pub async fn edit(g: &GlobalArgs, a: NameArgs) -> anyhow::Result<()> {
+/// The one object a NameArgs names: kind, name, namespace ("" for
+/// cluster-scoped kinds).
+fn one_object(a: &NameArgs, verb: &str) -> anyhow::Result<(&'static KindInfo, String, String)> {
     let names: Vec<String> = a.name.iter().cloned().collect();
     let (info, names) = split_resource(&a.resource, &names)?;
     let [name] = names.as_slice() else {
-        bail!("give one name to edit")
+        bail!("give one name to {verb}")
     };
     let ns = if info.namespaced {
         namespace(&a.ns)?
     } else {
         String::new()
     };
+    Ok((info, name.clone(), ns))
+}
+
+pub async fn edit(g: &GlobalArgs, a: NameArgs) -> anyhow::Result<()> {
+    let (info, name, ns) = one_object(&a, "edit")?;
+    let name = &name;
     let client = g.client().await?;
     with_kind!(info.kind, K => edit_kind::<K>(&client, &ns, name).await, _ => unreachable!())
 }
@@ -849,16 +857,8 @@ async fn edit_kind<K: Object>(client: &Client, ns: &str, name: &str) -> anyhow::
 }
 
 pub async fn describe(g: &GlobalArgs, a: NameArgs) -> anyhow::Result<()> {
-    let names: Vec<String> = a.name.iter().cloned().collect();
-    let (info, names) = split_resource(&a.resource, &names)?;
-    let [name] = names.as_slice() else {
-        bail!("give one name to describe")
-    };
-    let ns = if info.namespaced {
-        namespace(&a.ns)?
-    } else {
-        String::new()
-    };
+    let (info, name, ns) = one_object(&a, "describe")?;
+    let name = &name;
     let client = g.client().await?;
     let (value, uid) = with_kind!(info.kind, K => {
         let o = client.get_object::<K>(&ns, name).await.map_err(server_error)?;
