@@ -154,7 +154,7 @@ pub fn check_operations(ops: &[Operation]) -> LeaseReport {
     let ms = |ns: u64| ns as f64 / 1e6;
     for (key, l) in &leases {
         for &(inv, ret, what) in &l.absences {
-            if !l.known_alive.is_some_and(|a| a < inv) {
+            if l.known_alive.is_none_or(|a| a >= inv) {
                 continue;
             }
             if let Some(&(f_inv, ttl)) = l
@@ -172,14 +172,14 @@ pub fn check_operations(ops: &[Operation]) -> LeaseReport {
                 ));
             }
         }
-        if let Some(first_gone) = l.absences.iter().map(|a| a.1).min() {
-            if let Some(&(inv, _)) = l.present.iter().find(|(inv, _)| *inv > first_gone) {
-                report.problems.push(format!(
-                    "came back: {key}: a read invoked at {:.1} ms found the key, which was seen gone by {:.1} ms",
-                    ms(inv),
-                    ms(first_gone)
-                ));
-            }
+        if let Some(first_gone) = l.absences.iter().map(|a| a.1).min()
+            && let Some(&(inv, _)) = l.present.iter().find(|(inv, _)| *inv > first_gone)
+        {
+            report.problems.push(format!(
+                "came back: {key}: a read invoked at {:.1} ms found the key, which was seen gone by {:.1} ms",
+                ms(inv),
+                ms(first_gone)
+            ));
         }
         if let Some(id) = l.id {
             for &(inv, found) in &l.present {

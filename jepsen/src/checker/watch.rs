@@ -218,10 +218,10 @@ pub fn check_operations(ops: &[Operation]) -> WatchReport {
             .unwrap_or(0);
         let mut seq = Vec::new();
         for op in list.iter() {
-            if let Some(node) = op.input.get("node").and_then(Value::as_str) {
-                if !summary.nodes.iter().any(|n| n == node) {
-                    summary.nodes.push(node.to_string());
-                }
+            if let Some(node) = op.input.get("node").and_then(Value::as_str)
+                && !summary.nodes.iter().any(|n| n == node)
+            {
+                summary.nodes.push(node.to_string());
             }
             if op.outcome != Outcome::Ok {
                 summary.failed_chunks += 1;
@@ -804,7 +804,8 @@ mod tests {
         let r = h.check();
         assert_eq!(r.problem_count, 1, "{}", r.render());
         assert!(
-            r.render().contains("got revision 2, but revision 3 was acknowledged earlier"),
+            r.render()
+                .contains("got revision 2, but revision 3 was acknowledged earlier"),
             "{}",
             r.render()
         );

@@ -343,10 +343,10 @@ impl WatchWorkload {
     async fn watch_loop(&self, mut w: Watcher) -> Result<(), HistoryError> {
         let mut target = self.target.subscribe();
         loop {
-            if let Some((end, deadline)) = *target.borrow_and_update() {
-                if w.next > end || Instant::now() > deadline {
-                    return Ok(());
-                }
+            if let Some((end, deadline)) = *target.borrow_and_update()
+                && (w.next > end || Instant::now() > deadline)
+            {
+                return Ok(());
             }
             let chunk = self.chunk(&mut w).await?;
             if chunk == EventType::Fail {
