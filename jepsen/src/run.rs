@@ -440,15 +440,16 @@ pub async fn run_test(config: TestConfig) -> Result<Results, RunError> {
     Ok(results)
 }
 
-/// The distinct fault kinds, comma-separated; `none` for none.
+/// The distinct fault kinds, comma-separated (or their number, when there
+/// are too many for a title); `none` for none.
 fn fault_names(faults: &[FaultRecord]) -> String {
     let mut kinds: Vec<&str> = faults.iter().map(|f| f.fault).collect();
     kinds.sort_unstable();
     kinds.dedup();
-    if kinds.is_empty() {
-        "none".into()
-    } else {
-        kinds.join(", ")
+    match kinds.len() {
+        0 => "none".into(),
+        1..=3 => kinds.join(", "),
+        n => format!("{} of {n} kinds", faults.len()),
     }
 }
 
