@@ -240,7 +240,7 @@ fn render(points: &[Point], windows: &[Window], t_max: f64, title: &str) -> Stri
     if every > 1 {
         let _ = writeln!(
             s,
-            r#"<text x="{}" y="{}" text-anchor="end">every {every}th ok operation drawn</text>"#,
+            r#"<text x="{}" y="{}" text-anchor="end">1 in {every} ok operations drawn</text>"#,
             WIDTH - RIGHT,
             HEIGHT - 8.0
         );
