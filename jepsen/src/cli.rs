@@ -17,8 +17,10 @@ use crate::nemesis::Fault;
 use crate::netns::{self, NetConfig};
 use crate::run::{self, CheckerReport, TestConfig, WorkloadKind};
 use crate::workload::durability::DurabilityConfig;
+use crate::workload::lease::LeaseConfig;
 use crate::workload::register::RegisterConfig;
 use crate::workload::set::SetConfig;
+use crate::workload::watch::WatchConfig;
 
 /// Jepsen-style fault-injection tests for Rafter.
 #[derive(Debug, Parser)]
@@ -60,9 +62,10 @@ pub struct TestArgs {
     /// Faults, comma-separated: `kill`, `pause`, `partition` (every fault of
     /// the family), or exact names (kill-random, kill-leader, kill-majority,
     /// kill-all, pause-random, pause-leader, pause-majority,
-    /// partition-leader, partition-halves, partition-bridge, partition-ring);
-    /// `none` for no faults. Partitions need `--net netns`. The durability
-    /// workload ignores this and always uses `kill-all`.
+    /// partition-leader, partition-halves, partition-bridge, partition-ring,
+    /// member-remove, slow-links; `member` and `slow` name the last two);
+    /// `none` for no faults. Partitions and slow links need `--net netns`.
+    /// The durability workload ignores this and always uses `kill-all`.
     #[arg(long, default_value = "kill,pause")]
     pub nemesis: String,
     /// Seconds of workload with faults.
@@ -74,6 +77,13 @@ pub struct TestArgs {
     /// Seconds between faults, and how long each lasts.
     #[arg(long, default_value_t = 5)]
     pub fault_interval: u64,
+    /// Milliseconds every link between masters is delayed, each direction,
+    /// under the slow-links fault. Keep the round trip (twice this) below
+    /// the masters' `--heartbeat-ms` (100 by default): openraft uses the
+    /// heartbeat interval as the AppendEntries timeout, so slower links
+    /// make the cluster unavailable rather than slow (docs/JEPSEN.md).
+    #[arg(long, default_value_t = 40)]
+    pub link_delay_ms: u64,
     /// Seconds the cluster may take to recover after healing.
     #[arg(long, default_value_t = 30)]
     pub recovery_bound: u64,
@@ -91,10 +101,21 @@ pub struct TestArgs {
     /// `jepsen-runs/<workload>-<unix time>`.
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
-    /// Concurrent client processes (writers, for set and durability).
+    /// Concurrent client processes (writers, for set, durability and watch;
+    /// lease holders for lease).
     #[arg(long, default_value_t = 10)]
     pub concurrency: usize,
-    /// Keys in use at a time (register only).
+    /// Watchers per master (watch only).
+    #[arg(long, default_value_t = 1)]
+    pub watchers_per_node: usize,
+    /// Lease TTL in seconds (lease only).
+    #[arg(long, default_value_t = 3)]
+    pub lease_ttl: i64,
+    /// Seconds after the TTL (counted from recovery after healing) by which
+    /// every abandoned lease's key must be gone (lease only).
+    #[arg(long, default_value_t = 5)]
+    pub lease_expiry_bound: u64,
+    /// Keys in use at a time (register), or keys written (watch).
     #[arg(long, default_value_t = 5)]
     pub keys: usize,
     /// Operations per key before the workers move to fresh keys (register
@@ -136,6 +157,14 @@ pub enum Workload {
     /// Unique keys written while every master is killed at once; every
     /// acknowledged write must survive. Forces the `kill-all` nemesis.
     Durability,
+    /// Writers put and delete keys while a watcher on every master streams
+    /// the changes; every watcher must see every revision exactly once, in
+    /// order, agreeing with the writes and the final state.
+    Watch,
+    /// Keys attached to leases that are kept alive, then abandoned; no key
+    /// may vanish while its lease is kept alive, every abandoned one must
+    /// vanish within TTL + a bound.
+    Lease,
 }
 
 impl Workload {
@@ -145,6 +174,8 @@ impl Workload {
             Workload::Set => WorkloadKind::Set,
             Workload::SetRetry => WorkloadKind::SetRetry,
             Workload::Durability => WorkloadKind::Durability,
+            Workload::Watch => WorkloadKind::Watch,
+            Workload::Lease => WorkloadKind::Lease,
         }
     }
 }
@@ -169,6 +200,13 @@ pub enum Model {
     /// The durability workload's history (`write`s of fresh keys and a final
     /// `read` of all of them): no acknowledged write lost.
     Durability,
+    /// The watch workload's history: every watcher saw the same ordered,
+    /// gap-free, duplicate-free revisions, agreeing with writes and final
+    /// state.
+    Watch,
+    /// The lease workload's history: no key vanished while its lease was
+    /// kept alive, none left at the final read.
+    Lease,
 }
 
 /// Exit code of a verdict.
@@ -228,6 +266,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Model::Durability => CheckerReport::Durability(
                         crate::checker::durability::check_events(&events)?,
                     ),
+                    Model::Watch => {
+                        CheckerReport::Watch(crate::checker::watch::check_events(&events)?)
+                    }
+                    Model::Lease => {
+                        CheckerReport::Lease(crate::checker::lease::check_events(&events)?)
+                    }
                 })
             };
             let report = check().with_context(|| format!("cannot check {}", file.display()))?;
@@ -312,7 +356,7 @@ fn test_config(args: TestArgs) -> anyhow::Result<TestConfig> {
             Ok(()) => Some(net_config(&args.net_base, args.net_id)?),
             Err(why) => {
                 eprintln!(
-                    "network namespaces unavailable ({why}); using loopback, where partition nemeses cannot run"
+                    "network namespaces unavailable ({why}); using loopback, where partition and slow-link nemeses cannot run"
                 );
                 None
             }
@@ -321,7 +365,7 @@ fn test_config(args: TestArgs) -> anyhow::Result<TestConfig> {
     if net.is_none() {
         let partitions: Vec<&str> = faults
             .iter()
-            .filter(|f| f.is_partition())
+            .filter(|f| f.needs_network())
             .map(|f| f.name())
             .collect();
         if !partitions.is_empty() {
@@ -329,7 +373,7 @@ fn test_config(args: TestArgs) -> anyhow::Result<TestConfig> {
                 .err()
                 .unwrap_or_else(|| "--net loopback was asked for".into());
             anyhow::bail!(
-                "cannot run nemeses {} on loopback: partitions need every master in its own network namespace ({why}); run as root with `ip` (iproute2) and `iptables` installed, with --net netns; on loopback only kill and pause faults are available",
+                "cannot run nemeses {} on loopback: partitions and slow links need every master in its own network namespace ({why}); run as root with `ip` (iproute2) and `iptables` installed, with --net netns; on loopback only kill, pause and member faults are available",
                 partitions.join(", ")
             );
         }
@@ -354,6 +398,7 @@ fn test_config(args: TestArgs) -> anyhow::Result<TestConfig> {
         time_limit: Duration::from_secs(args.time_limit),
         faults,
         fault_interval: Duration::from_secs(args.fault_interval),
+        link_delay: Duration::from_millis(args.link_delay_ms),
         recovery_bound: Duration::from_secs(args.recovery_bound),
         check_time_limit: Duration::from_secs(args.check_time_limit),
         op_timeout: Duration::from_millis(args.op_timeout_ms),
@@ -373,6 +418,18 @@ fn test_config(args: TestArgs) -> anyhow::Result<TestConfig> {
         durability: DurabilityConfig {
             concurrency: args.concurrency,
             ..DurabilityConfig::default()
+        },
+        watch: WatchConfig {
+            writers: args.concurrency,
+            watchers_per_node: args.watchers_per_node,
+            keys: args.keys,
+            ..WatchConfig::default()
+        },
+        lease: LeaseConfig {
+            concurrency: args.concurrency,
+            ttl_secs: args.lease_ttl,
+            expiry_bound: Duration::from_secs(args.lease_expiry_bound),
+            ..LeaseConfig::default()
         },
     })
 }

@@ -8,7 +8,9 @@
 //!
 //! Each node keeps its data directory across restarts (so a restart after
 //! kill -9 recovers from disk, as after power loss) and appends its output
-//! to `<name>.log` in the run directory.
+//! to `<name>.log` in the run directory. A node removed from the group by
+//! the membership nemesis is the exception: its directory is wiped and it
+//! comes back with `--join`, as a new member.
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
@@ -94,6 +96,9 @@ pub struct Node {
     log: PathBuf,
     child: Option<Child>,
     paused: bool,
+    /// Removed from the group once and wiped: (re)starts with `--join`
+    /// instead of `--initial-cluster`.
+    joins: bool,
 }
 
 impl Node {
@@ -172,6 +177,7 @@ impl Cluster {
                     name,
                     child: None,
                     paused: false,
+                    joins: false,
                 }
             })
             .collect();
@@ -204,6 +210,14 @@ impl Cluster {
 
     /// Starts node `i` if it is not running.
     pub fn restart(&mut self, i: usize) -> Result<(), ClusterError> {
+        let seeds = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, n)| n.addr.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
         let node = &mut self.nodes[i];
         if node.child.is_some() {
             return Ok(());
@@ -243,13 +257,18 @@ impl Cluster {
                 source,
             })?;
         }
-        let child = command
+        command
             .args(["server", "--name", &node.name, "--listen", &node.addr])
             .arg("--data-dir")
             .arg(&node.data_dir)
             .arg("--token-file")
-            .arg(&token_file)
-            .args(["--initial-cluster", &self.initial_cluster])
+            .arg(&token_file);
+        if node.joins {
+            command.args(["--join", &seeds]);
+        } else {
+            command.args(["--initial-cluster", &self.initial_cluster]);
+        }
+        let child = command
             .args(&self.config.server_args)
             .env("RUST_LOG", "info,openraft=warn")
             .stdin(Stdio::null())
@@ -274,6 +293,26 @@ impl Cluster {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Node `i` was removed from the group: kill it, delete its data
+    /// directory, and from now on start it with `--join` (a removed master
+    /// may only come back as a new, empty member).
+    pub fn wipe_removed(&mut self, i: usize) -> Result<(), ClusterError> {
+        self.kill(i);
+        let node = &mut self.nodes[i];
+        match std::fs::remove_dir_all(&node.data_dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(ClusterError::Io {
+                    path: node.data_dir.clone(),
+                    source,
+                });
+            }
+        }
+        node.joins = true;
+        Ok(())
     }
 
     /// SIGSTOP to node `i`.
@@ -309,6 +348,18 @@ impl Cluster {
     /// Whether the masters run in network namespaces (so partitions work).
     pub fn has_network(&self) -> bool {
         self.net.is_some()
+    }
+
+    /// The network namespaces' settings, if the masters run in them.
+    pub fn net_config(&self) -> Option<NetConfig> {
+        self.net.as_ref().map(|n| n.config().clone())
+    }
+
+    /// Steers new connections between masters through proxies on the host:
+    /// `(from, to, host_port)`; see [`Netns::redirect`].
+    pub fn redirect(&mut self, links: &[(usize, usize, u16)]) -> Result<(), ClusterError> {
+        let net = self.net.as_mut().ok_or(ClusterError::NoNetwork)?;
+        Ok(net.redirect(links, 7001)?)
     }
 
     /// Cuts the links between the nodes of each pair (indices), both ways.

@@ -5,7 +5,8 @@
 //! Faults: kill -9 and restart (random node, leader, majority, all),
 //! SIGSTOP / SIGCONT (random node, leader, majority), and network partitions
 //! (isolate the leader, random halves, a bridge, a ring of overlapping
-//! majorities). Partitions are real packet drops and need the masters in
+//! majorities), and a membership change (remove a master, wipe it, add it
+//! back). Partitions are real packet drops and need the masters in
 //! network namespaces ([`crate::netns`]); on loopback they are unavailable.
 
 use std::str::FromStr;
@@ -19,6 +20,7 @@ use tokio::sync::watch;
 
 use crate::cluster::{self, Cluster, ClusterError};
 use crate::history::{EventType, HistoryError, Process, Recorder};
+use crate::slow_links::SlowLinks;
 
 /// Failures of the nemesis.
 #[derive(Debug, thiserror::Error)]
@@ -60,11 +62,18 @@ pub enum Fault {
     /// different one. With 3 nodes symmetric links cannot do that: one link
     /// is cut, as for the bridge.
     PartitionRing,
+    /// Remove a random master from the group (MemberRemove), kill it and
+    /// wipe its data; on heal start it empty with `--join`, so that it is
+    /// added back (as a learner, then a voter once caught up).
+    MemberRemove,
+    /// Every link between masters delayed (both directions) by a TCP proxy
+    /// in the harness ([`crate::slow_links`]).
+    SlowLinks,
 }
 
 impl Fault {
     /// Every fault, in a stable order.
-    pub const ALL: [Fault; 11] = [
+    pub const ALL: [Fault; 13] = [
         Fault::KillRandom,
         Fault::KillLeader,
         Fault::KillMajority,
@@ -76,6 +85,8 @@ impl Fault {
         Fault::PartitionHalves,
         Fault::PartitionBridge,
         Fault::PartitionRing,
+        Fault::MemberRemove,
+        Fault::SlowLinks,
     ];
 
     /// The name used on the command line and in the history.
@@ -92,6 +103,8 @@ impl Fault {
             Fault::PartitionHalves => "partition-halves",
             Fault::PartitionBridge => "partition-bridge",
             Fault::PartitionRing => "partition-ring",
+            Fault::MemberRemove => "member-remove",
+            Fault::SlowLinks => "slow-links",
         }
     }
 
@@ -104,6 +117,12 @@ impl Fault {
                 | Fault::PartitionBridge
                 | Fault::PartitionRing
         )
+    }
+
+    /// Whether it needs the masters in network namespaces: partitions and
+    /// slow links.
+    pub fn needs_network(self) -> bool {
+        self.is_partition() || self == Fault::SlowLinks
     }
 
     fn is_kill(self) -> bool {
@@ -142,7 +161,7 @@ impl FromStr for Fault {
             .ok_or_else(|| {
                 let names: Vec<_> = Fault::ALL.iter().map(|f| f.name()).collect();
                 format!(
-                    "unknown fault {s:?}; use kill, pause, partition, none or one of {}",
+                    "unknown fault {s:?}; use kill, pause, partition, member, slow, none or one of {}",
                     names.join(", ")
                 )
             })
@@ -172,6 +191,8 @@ pub struct Nemesis {
     pub faults: Vec<Fault>,
     /// Time between faults, and how long each lasts.
     pub interval: Duration,
+    /// One-way delay of every link under the slow-links fault.
+    pub link_delay: Duration,
 }
 
 impl Nemesis {
@@ -196,6 +217,23 @@ impl Nemesis {
                 .choose(&mut rand::rng())
                 .expect("faults is not empty");
             let targets = self.targets(fault, &client).await;
+            if fault == Fault::SlowLinks {
+                let record = self.slow_links(&mut stop).await?;
+                records.push(record.0);
+                if record.1 {
+                    break;
+                }
+                continue;
+            }
+            if fault == Fault::MemberRemove {
+                if let Some(record) = self.remove_and_rejoin(targets[0], &mut stop).await? {
+                    records.push(record.0);
+                    if record.1 {
+                        break;
+                    }
+                }
+                continue;
+            }
             let (names, value) = {
                 let mut c = lock(&self.cluster);
                 let names: Vec<String>;
@@ -276,6 +314,136 @@ impl Nemesis {
         Ok(records)
     }
 
+    /// The membership fault on node `i`: remove it from the group, wipe it,
+    /// wait an interval, start it with `--join` and wait (bounded) until it
+    /// is a voter again. Returns the record and whether `stop` turned true,
+    /// or `None` when the removal could not be confirmed (then nothing was
+    /// wiped: wiping a master that is still a voter would break Raft's
+    /// assumptions, not test them).
+    async fn remove_and_rejoin(
+        &self,
+        i: usize,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Option<(FaultRecord, bool)>, NemesisError> {
+        let (endpoints, name) = {
+            let c = lock(&self.cluster);
+            (c.endpoints(), c.nodes[i].name.clone())
+        };
+        // Membership changes wait for a commit (and an add for catch-up):
+        // give them longer than client operations.
+        let admin = cluster::client(&endpoints, Duration::from_secs(10)).await?;
+        let removed = match admin.member_remove(name.as_str()).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::info!(node = %name, "member remove: {e}; asking the member list");
+                is_member(&admin, &name, Duration::from_secs(20)).await == Some(false)
+            }
+        };
+        if !removed {
+            tracing::warn!(node = %name, "member remove not confirmed; fault skipped");
+            return Ok(None);
+        }
+        lock(&self.cluster).wipe_removed(i)?;
+        let value = json!({"fault": Fault::MemberRemove.name(), "nodes": [name]});
+        let start = self.recorder.record(
+            Process::Nemesis,
+            EventType::Info,
+            "start",
+            None,
+            value.clone(),
+            None,
+        )?;
+        tracing::info!(fault = "member-remove", node = %name, "master removed and wiped");
+        let stopped = sleep_or_stop(self.interval, stop).await;
+        lock(&self.cluster).restart(i)?;
+        let bound = Duration::from_secs(30).max(self.interval);
+        let deadline = tokio::time::Instant::now() + bound;
+        loop {
+            if is_voter(&admin, &name).await {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                tracing::warn!(node = %name, ?bound, "not a voter again within the bound");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let end =
+            self.recorder
+                .record(Process::Nemesis, EventType::Info, "stop", None, value, None)?;
+        tracing::info!(fault = "member-remove", node = %name, "master joined again");
+        Ok(Some((
+            FaultRecord {
+                fault: Fault::MemberRemove.name(),
+                nodes: vec![name],
+                start,
+                end,
+            },
+            stopped,
+        )))
+    }
+
+    /// The slow-links fault: every link between masters through a delaying
+    /// proxy for an interval. Returns the record and whether `stop` turned
+    /// true.
+    async fn slow_links(
+        &self,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<(FaultRecord, bool), NemesisError> {
+        let (net, names, targets) = {
+            let c = lock(&self.cluster);
+            let net = c.net_config().ok_or(ClusterError::NoNetwork)?;
+            let names: Vec<String> = c.nodes.iter().map(|n| n.name.clone()).collect();
+            (net, names, c.endpoints())
+        };
+        let n = names.len();
+        let links: Vec<(usize, usize)> = (0..n)
+            .flat_map(|a| (0..n).filter(move |&b| b != a).map(move |b| (a, b)))
+            .collect();
+        let (proxies, ports) = SlowLinks::start(&net.host_ip(), &targets, &links, self.link_delay)
+            .await
+            .map_err(|source| ClusterError::Io {
+                path: "slow-link proxy".into(),
+                source,
+            })?;
+        let redirects: Vec<(usize, usize, u16)> = links
+            .iter()
+            .zip(&ports)
+            .map(|(&(a, b), &p)| (a, b, p))
+            .collect();
+        lock(&self.cluster).redirect(&redirects)?;
+        let value = json!({
+            "fault": Fault::SlowLinks.name(),
+            "nodes": names,
+            "delay_ms": self.link_delay.as_millis() as u64,
+        });
+        let start = self.recorder.record(
+            Process::Nemesis,
+            EventType::Info,
+            "start",
+            None,
+            value.clone(),
+            None,
+        )?;
+        tracing::info!(fault = "slow-links", delay = ?self.link_delay, "links slowed");
+        let stopped = sleep_or_stop(self.interval, stop).await;
+        lock(&self.cluster).heal_network()?;
+        drop(proxies);
+        let end =
+            self.recorder
+                .record(Process::Nemesis, EventType::Info, "stop", None, value, None)?;
+        tracing::info!(fault = "slow-links", "links back to full speed");
+        Ok((
+            FaultRecord {
+                fault: Fault::SlowLinks.name(),
+                nodes: names,
+                start,
+                end,
+            },
+            stopped,
+        ))
+    }
+
     /// The nodes `fault` hits now. The leader is asked of the running nodes;
     /// when they do not agree on one, a random node stands in. For
     /// partitions: every node, leader first for `partition-leader`, else in
@@ -295,7 +463,7 @@ impl Nemesis {
         let mut all: Vec<usize> = (0..n).collect();
         all.shuffle(&mut rand::rng());
         match fault {
-            Fault::KillRandom | Fault::PauseRandom => vec![all[0]],
+            Fault::KillRandom | Fault::PauseRandom | Fault::MemberRemove => vec![all[0]],
             Fault::KillMajority | Fault::PauseMajority => all[..n / 2 + 1].to_vec(),
             Fault::KillAll => (0..n).collect(),
             Fault::KillLeader | Fault::PauseLeader => {
@@ -307,7 +475,10 @@ impl Nemesis {
                 all.insert(0, l);
                 all
             }
-            Fault::PartitionHalves | Fault::PartitionBridge | Fault::PartitionRing => all,
+            Fault::PartitionHalves
+            | Fault::PartitionBridge
+            | Fault::PartitionRing
+            | Fault::SlowLinks => all,
         }
     }
 }
@@ -367,6 +538,28 @@ pub fn views(cut: &[(usize, usize)], n: usize) -> Vec<Vec<usize>> {
     out
 }
 
+/// Whether `name` is in the member list, asking until an answer or `bound`.
+async fn is_member(client: &rafter_client::Client, name: &str, bound: Duration) -> Option<bool> {
+    let deadline = tokio::time::Instant::now() + bound;
+    loop {
+        if let Ok(list) = client.member_list().await {
+            return Some(list.members.iter().any(|m| m.name == name));
+        }
+        if tokio::time::Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Whether `name` is a voter, by one member list.
+async fn is_voter(client: &rafter_client::Client, name: &str) -> bool {
+    client
+        .member_list()
+        .await
+        .is_ok_and(|l| l.members.iter().any(|m| m.name == name && !m.is_learner))
+}
+
 fn lock(c: &Mutex<Cluster>) -> std::sync::MutexGuard<'_, Cluster> {
     c.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -389,7 +582,7 @@ mod tests {
 
     #[test]
     fn fault_lists_expand_families_and_reject_unknown_names() {
-        let all = Fault::parse_list("kill,pause,partition").unwrap();
+        let all = Fault::parse_list("kill,pause,partition,member,slow").unwrap();
         assert_eq!(all, Fault::ALL.to_vec());
         let partitions = Fault::parse_list("partition").unwrap();
         assert_eq!(partitions.len(), 4);

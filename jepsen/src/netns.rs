@@ -166,6 +166,8 @@ pub struct Netns {
     config: NetConfig,
     nodes: usize,
     cut: BTreeSet<(usize, usize)>,
+    /// Whether links are redirected through slow-link proxies.
+    redirected: bool,
 }
 
 fn describe(cmd: &Command) -> String {
@@ -218,6 +220,7 @@ impl Netns {
             config,
             nodes,
             cut: BTreeSet::new(),
+            redirected: false,
         };
         net.teardown();
         // From here on, `net` is dropped (and torn down) on any error.
@@ -305,15 +308,77 @@ impl Netns {
         Ok(())
     }
 
+    /// Sends new connections from master `from` to master `to`'s `port`
+    /// to `host_port` on the host (a slow-link proxy), for each `(from, to,
+    /// host_port)`; and resets `from`'s connections still open directly to
+    /// `to`, so that they are made again, through the proxy. (Filtering
+    /// runs after the DNAT, so proxied connections do not match the reset
+    /// rule.)
+    pub fn redirect(&mut self, links: &[(usize, usize, u16)], port: u16) -> Result<(), NetError> {
+        self.redirected = true;
+        let host = self.config.host_ip();
+        for &(from, to, host_port) in links {
+            let ns = self.config.namespace(from);
+            let ip = self.config.node_ip(to);
+            let port = port.to_string();
+            let dest = format!("{host}:{host_port}");
+            sh(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    &ns,
+                    "iptables",
+                    "-w",
+                    "-t",
+                    "nat",
+                    "-A",
+                    "OUTPUT",
+                    "-p",
+                    "tcp",
+                    "-d",
+                    &ip,
+                    "--dport",
+                    &port,
+                    "-j",
+                    "DNAT",
+                    "--to-destination",
+                    &dest,
+                ],
+            )?;
+            sh(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    &ns,
+                    "iptables",
+                    "-w",
+                    "-A",
+                    "OUTPUT",
+                    "-p",
+                    "tcp",
+                    "-d",
+                    &ip,
+                    "-j",
+                    "REJECT",
+                    "--reject-with",
+                    "tcp-reset",
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
     /// The links cut now.
     pub fn cut_links(&self) -> Vec<(usize, usize)> {
         self.cut.iter().copied().collect()
     }
 
     /// Restores full connectivity: flushes INPUT and OUTPUT in every
-    /// namespace.
+    /// namespace (and the nat table's OUTPUT, after a redirect).
     pub fn heal(&mut self) -> Result<(), NetError> {
-        if self.cut.is_empty() {
+        if self.cut.is_empty() && !self.redirected {
             return Ok(());
         }
         for i in 0..self.nodes {
@@ -321,8 +386,17 @@ impl Netns {
             for chain in ["INPUT", "OUTPUT"] {
                 sh("ip", &["netns", "exec", &ns, "iptables", "-w", "-F", chain])?;
             }
+            if self.redirected {
+                sh(
+                    "ip",
+                    &[
+                        "netns", "exec", &ns, "iptables", "-w", "-t", "nat", "-F", "OUTPUT",
+                    ],
+                )?;
+            }
         }
         self.cut.clear();
+        self.redirected = false;
         Ok(())
     }
 

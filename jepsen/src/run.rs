@@ -1,7 +1,8 @@
 //! One test run, in Jepsen's phases: start the cluster and warm up, run the
 //! workload with the nemesis for the time limit, heal everything, wait for
 //! recovery (bounded: a cluster that does not recover fails the run), do
-//! final reads, then check the history and write `results.json`.
+//! final reads, then check the history and write `results.json` and the
+//! latency plot `latency.svg`.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -12,15 +13,19 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::checker::durability::{self, DurabilityReport};
+use crate::checker::lease::{self, LeaseReport};
 use crate::checker::linearizability::{self, CheckError, CheckOptions, Report, Verdict};
 use crate::checker::set::{self, SetReport};
+use crate::checker::watch::{self as watch_checker, WatchReport};
 use crate::cluster::{self, Cluster, ClusterConfig, ClusterError};
 use crate::history::{self, EventType, HistoryError, HistoryWriter, Process, Recorder};
 use crate::nemesis::{Fault, FaultRecord, Nemesis, NemesisError};
 use crate::netns::NetConfig;
 use crate::workload::durability::{DurabilityConfig, DurabilityWorkload};
+use crate::workload::lease::{LeaseConfig, LeaseWorkload};
 use crate::workload::register::{RegisterConfig, RegisterWorkload};
 use crate::workload::set::{SetConfig, SetWorkload};
+use crate::workload::watch::{WatchConfig, WatchWorkload};
 
 /// Failures that stop a run before it has a verdict.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +75,8 @@ pub struct TestConfig {
     pub faults: Vec<Fault>,
     /// Quiet time between faults and length of each.
     pub fault_interval: Duration,
+    /// One-way delay of every link under the slow-links fault.
+    pub link_delay: Duration,
     /// How long the cluster may take to recover after healing.
     pub recovery_bound: Duration,
     /// The checker's time budget.
@@ -90,6 +97,10 @@ pub struct TestConfig {
     pub set: SetConfig,
     /// The durability workload's settings.
     pub durability: DurabilityConfig,
+    /// The watch workload's settings.
+    pub watch: WatchConfig,
+    /// The lease workload's settings.
+    pub lease: LeaseConfig,
 }
 
 /// The workloads a run can drive.
@@ -103,6 +114,11 @@ pub enum WorkloadKind {
     SetRetry,
     /// Unique keys written while every master is killed at once.
     Durability,
+    /// Writers and watchers on every master; every watcher sees every
+    /// revision once, in order.
+    Watch,
+    /// Keys on kept-alive leases stay; keys of abandoned leases expire.
+    Lease,
 }
 
 impl WorkloadKind {
@@ -113,6 +129,8 @@ impl WorkloadKind {
             WorkloadKind::Set => "set",
             WorkloadKind::SetRetry => "set-retry",
             WorkloadKind::Durability => "durability",
+            WorkloadKind::Watch => "watch",
+            WorkloadKind::Lease => "lease",
         }
     }
 }
@@ -127,6 +145,10 @@ pub enum CheckerReport {
     Set(SetReport),
     /// The durability checker.
     Durability(DurabilityReport),
+    /// The watch checker.
+    Watch(WatchReport),
+    /// The lease checker.
+    Lease(LeaseReport),
 }
 
 impl CheckerReport {
@@ -136,6 +158,8 @@ impl CheckerReport {
             CheckerReport::Register(r) => r.verdict,
             CheckerReport::Set(r) => r.verdict,
             CheckerReport::Durability(r) => r.verdict,
+            CheckerReport::Watch(r) => r.verdict,
+            CheckerReport::Lease(r) => r.verdict,
         }
     }
 
@@ -145,6 +169,8 @@ impl CheckerReport {
             CheckerReport::Register(r) => r.render(),
             CheckerReport::Set(r) => r.render(),
             CheckerReport::Durability(r) => r.render(),
+            CheckerReport::Watch(r) => r.render(),
+            CheckerReport::Lease(r) => r.render(),
         }
     }
 }
@@ -155,6 +181,8 @@ enum Active {
     Register(RegisterWorkload),
     Set(SetWorkload),
     Durability(DurabilityWorkload),
+    Watch(WatchWorkload),
+    Lease(LeaseWorkload),
 }
 
 impl Active {
@@ -167,6 +195,8 @@ impl Active {
             Active::Register(w) => w.run(client, stop).await,
             Active::Set(w) => w.run(client, stop).await,
             Active::Durability(w) => w.run(client, stop).await,
+            Active::Watch(w) => w.run(client, stop).await,
+            Active::Lease(w) => w.run(client, stop).await,
         }
     }
 }
@@ -230,11 +260,14 @@ pub async fn run_test(config: TestConfig) -> Result<Results, RunError> {
     let warmup = Duration::from_secs(30);
     cluster::wait_for_leader(&client, &all, warmup).await?;
     let deadline = Instant::now() + warmup;
-    while client.put("jepsen/warmup", "1", 0, false).await.is_err() {
+    let warmup_revision = loop {
+        if let Ok(r) = client.put("jepsen/warmup", "1", 0, false).await {
+            break r.header.map_or(0, |h| h.revision);
+        }
         if Instant::now() > deadline {
             return Err(RunError::NotReady(warmup));
         }
-    }
+    };
     tracing::info!(nodes = config.nodes, "cluster ready; starting workload");
 
     // Workload + nemesis.
@@ -244,6 +277,7 @@ pub async fn run_test(config: TestConfig) -> Result<Results, RunError> {
         recorder: recorder.clone(),
         faults: config.faults.clone(),
         interval: config.fault_interval,
+        link_delay: config.link_delay,
     };
     let nemesis_task = tokio::spawn(nemesis.run(stop_rx.clone()));
     let workload = match config.workload {
@@ -262,6 +296,24 @@ pub async fn run_test(config: TestConfig) -> Result<Results, RunError> {
             config.durability.clone(),
             recorder.clone(),
         )),
+        WorkloadKind::Watch => {
+            let nodes = {
+                let c = lock(&cluster);
+                c.nodes
+                    .iter()
+                    .map(|n| (n.name.clone(), n.addr.clone()))
+                    .collect()
+            };
+            Active::Watch(WatchWorkload::new(
+                config.watch.clone(),
+                recorder.clone(),
+                nodes,
+                warmup_revision + 1,
+            ))
+        }
+        WorkloadKind::Lease => {
+            Active::Lease(LeaseWorkload::new(config.lease.clone(), recorder.clone()))
+        }
     };
     let workload_task = {
         let workload = workload.clone();
@@ -303,11 +355,31 @@ pub async fn run_test(config: TestConfig) -> Result<Results, RunError> {
                 }
             }
         }
+        Active::Watch(w) => {
+            if w.finish(&client, deadline).await? != Some(EventType::Ok) {
+                return Err(RunError::NotRecovered(config.recovery_bound));
+            }
+        }
+        Active::Lease(w) => {
+            // Every lease was abandoned when the workload stopped; the
+            // masters may give them a full TTL from the latest leader
+            // change, which is at the latest when recovery ended.
+            let ttl = Duration::from_secs(w.config().ttl_secs.max(0) as u64);
+            tokio::time::sleep(ttl + w.config().expiry_bound).await;
+            loop {
+                if w.final_read(&client).await? == EventType::Ok {
+                    break;
+                }
+                if Instant::now() > deadline + ttl + w.config().expiry_bound {
+                    return Err(RunError::NotRecovered(config.recovery_bound));
+                }
+            }
+        }
         Active::Set(_) | Active::Durability(_) => loop {
             let kind = match &workload {
                 Active::Set(w) => w.final_read(&client).await?,
                 Active::Durability(w) => w.final_read(&client).await?,
-                Active::Register(_) => unreachable!("handled above"),
+                _ => unreachable!("handled above"),
             };
             if kind == EventType::Ok {
                 break;
@@ -334,6 +406,8 @@ pub async fn run_test(config: TestConfig) -> Result<Results, RunError> {
             CheckerReport::Set(set::check_events(&events)?)
         }
         WorkloadKind::Durability => CheckerReport::Durability(durability::check_events(&events)?),
+        WorkloadKind::Watch => CheckerReport::Watch(watch_checker::check_events(&events)?),
+        WorkloadKind::Lease => CheckerReport::Lease(lease::check_events(&events)?),
     };
     let results = Results {
         workload: config.workload.name(),
@@ -349,10 +423,34 @@ pub async fn run_test(config: TestConfig) -> Result<Results, RunError> {
         recovery_ms,
         checker,
     };
+    let title = format!(
+        "{} on {} masters, {}: {} (faults: {})",
+        results.workload,
+        results.nodes,
+        results.network,
+        results.verdict,
+        fault_names(&results.faults)
+    );
+    let path = config.run_dir.join("latency.svg");
+    std::fs::write(&path, crate::plot::latency_svg(&events, &title))
+        .map_err(|source| RunError::Results { path, source })?;
     let path = config.run_dir.join("results.json");
     let text = serde_json::to_string_pretty(&results).expect("results serialize");
     std::fs::write(&path, text).map_err(|source| RunError::Results { path, source })?;
     Ok(results)
+}
+
+/// The distinct fault kinds, comma-separated (or their number, when there
+/// are too many for a title); `none` for none.
+fn fault_names(faults: &[FaultRecord]) -> String {
+    let mut kinds: Vec<&str> = faults.iter().map(|f| f.fault).collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    match kinds.len() {
+        0 => "none".into(),
+        1..=3 => kinds.join(", "),
+        n => format!("{} of {n} kinds", faults.len()),
+    }
 }
 
 fn count_ops(events: &[history::Event]) -> OpCounts {

@@ -3,9 +3,11 @@
 //! `model` is the sequential specification (a register per key);
 //! `linearizability` searches a history for a linearization of it. `set`
 //! checks the exactly-once set workload, `durability` the durability
-//! workload.
+//! workload, `watch` the watch workload, `lease` the lease workload.
 
 pub mod durability;
+pub mod lease;
 pub mod linearizability;
 pub mod model;
 pub mod set;
+pub mod watch;

@@ -2,8 +2,10 @@
 //! outcomes are classified as ok / fail / info.
 
 pub mod durability;
+pub mod lease;
 pub mod register;
 pub mod set;
+pub mod watch;
 
 /// Runs `concurrency` workers made by `worker` until they all finish, and
 /// returns the first history write error any of them hit. A worker's panic is
