@@ -41,6 +41,9 @@ enum Command {
     /// Run a cluster of masters on this machine.
     #[command(subcommand)]
     Local(cli::local::LocalCommand),
+    /// Benchmark Rafter against etcd on this machine.
+    #[command(subcommand)]
+    Bench(cli::bench::BenchCommand),
 }
 
 #[tokio::main]
@@ -64,6 +67,7 @@ async fn main() -> ExitCode {
         Command::Kv(c) => cli::kv::run(&cli.global, c).await,
         Command::Cluster(c) => cli::cluster::run(&cli.global, c).await,
         Command::Local(c) => cli::local::run(c).await,
+        Command::Bench(c) => cli::bench::run(c).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
