@@ -64,17 +64,17 @@ impl Cluster {
                 let url = format!("http://{}", client[i]);
                 let args: Vec<OsString> = [
                     "--name",
-                    &name,
+                    name.as_str(),
                     "--listen-client-urls",
-                    &url,
+                    url.as_str(),
                     "--advertise-client-urls",
-                    &url,
+                    url.as_str(),
                     "--listen-peer-urls",
-                    &peer[i],
+                    peer[i].as_str(),
                     "--initial-advertise-peer-urls",
-                    &peer[i],
+                    peer[i].as_str(),
                     "--initial-cluster",
-                    &initial,
+                    initial.as_str(),
                     "--initial-cluster-state",
                     "new",
                     "--initial-cluster-token",
@@ -117,13 +117,19 @@ impl Cluster {
         let servers = (0..n)
             .map(|i| {
                 let name = format!("m{}", i + 1);
-                let args: Vec<OsString> = ["server", "--name", &name, "--listen", &addrs[i]]
-                    .iter()
-                    .map(OsString::from)
-                    .chain([OsString::from("--data-dir"), dir.join(&name).into()])
-                    .chain([OsString::from("--initial-cluster"), initial.clone().into()])
-                    .chain(extra_args.iter().map(OsString::from))
-                    .collect();
+                let args: Vec<OsString> = [
+                    "server",
+                    "--name",
+                    name.as_str(),
+                    "--listen",
+                    addrs[i].as_str(),
+                ]
+                .iter()
+                .map(OsString::from)
+                .chain([OsString::from("--data-dir"), dir.join(&name).into()])
+                .chain([OsString::from("--initial-cluster"), initial.clone().into()])
+                .chain(extra_args.iter().map(OsString::from))
+                .collect();
                 Server::new(ServerSpec {
                     log: dir.join(format!("{name}.log")),
                     name,

@@ -1,7 +1,8 @@
 //! The closed-loop load generator: `clients` workers, each sending its next
 //! request as soon as the previous one is answered, for a warm-up and then
-//! a measured period. Only requests started and finished inside the
-//! measured period count.
+//! a measured period. Requests that *finish* inside the measured period
+//! count, with their whole latency (counting only those that also started
+//! inside it would drop the slowest ones of a short run).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -52,11 +53,12 @@ where
                     let r = op(w, n).await;
                     n += 1;
                     let t1 = Instant::now();
+                    let counted = t1 >= begin && t1 <= end;
                     match r {
-                        Ok(()) if t0 >= begin && t1 <= end => lat.push(micros(t1 - t0)),
+                        Ok(()) if counted => lat.push(micros(t1 - t0)),
                         Ok(()) => {}
                         Err(e) => {
-                            if t0 >= begin {
+                            if counted {
                                 errors += 1;
                             }
                             tracing::debug!("request failed: {e}");
