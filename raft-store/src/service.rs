@@ -126,6 +126,7 @@ impl RaftRpc for RaftService {
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
         let rpc: AppendEntriesRequest<TypeConfig> = decode(req)?;
+        self.node.note_leader_contact();
         encode(&self.node.raft.append_entries(rpc).await)
     }
 
