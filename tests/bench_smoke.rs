@@ -70,6 +70,7 @@ fn bench_kv_reports_every_figure_for_both_systems() {
         assert_eq!(s.rss.idle_kib.len(), 3, "{}", s.system);
         assert_eq!(s.rss.loaded_kib.len(), 3, "{}", s.system);
         assert!(s.rss.idle_kib.iter().all(|k| *k > 0));
+        assert_eq!(s.rss.loaded_anon_kib.len(), 3, "{}", s.system);
     }
     assert!(report.comparisons.len() >= 30);
     assert!(

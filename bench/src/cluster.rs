@@ -181,6 +181,11 @@ impl Cluster {
         self.servers.iter().filter_map(Server::rss_kib).collect()
     }
 
+    /// Resident anonymous memory of every running member, KiB.
+    pub fn anon_kib(&self) -> Vec<u64> {
+        self.servers.iter().filter_map(Server::anon_kib).collect()
+    }
+
     /// Kills every member.
     pub fn stop(&mut self) {
         for s in &mut self.servers {

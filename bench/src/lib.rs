@@ -239,6 +239,7 @@ async fn run_system<D: Driver>(
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut rss = Rss {
         idle_kib: cluster.rss_kib(),
+        idle_anon_kib: cluster.anon_kib(),
         ..Default::default()
     };
     let term_before = workloads::max_term(&d, cluster.len()).await;
@@ -249,6 +250,7 @@ async fn run_system<D: Driver>(
         runs.push(w);
         if clients == 256 {
             rss.loaded_kib = cluster.rss_kib();
+            rss.loaded_anon_kib = cluster.anon_kib();
         }
     }
     for serializable in [false, true] {

@@ -82,6 +82,12 @@ impl Server {
     pub fn rss_kib(&self) -> Option<u64> {
         rss_kib(self.pid()?)
     }
+
+    /// Resident anonymous memory in KiB (`RssAnon`: heap, stacks; not the
+    /// program's code and other file pages).
+    pub fn anon_kib(&self) -> Option<u64> {
+        status_kib(self.pid()?, "RssAnon:")
+    }
 }
 
 impl Drop for Server {
@@ -92,10 +98,15 @@ impl Drop for Server {
 
 /// `VmRSS` of process `pid` in KiB.
 pub fn rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A `kB` field of /proc/PID/status.
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 

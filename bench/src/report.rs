@@ -160,6 +160,11 @@ pub struct Rss {
     pub idle_kib: Vec<u64>,
     /// Right after the 256-client put run.
     pub loaded_kib: Vec<u64>,
+    /// The anonymous part of `idle_kib` (heap and stacks, without the
+    /// program's code and other file-backed pages).
+    pub idle_anon_kib: Vec<u64>,
+    /// The anonymous part of `loaded_kib`.
+    pub loaded_anon_kib: Vec<u64>,
 }
 
 /// One figure of both systems side by side.
@@ -330,6 +335,20 @@ pub fn comparisons(etcd: &SystemReport, rafter: &SystemReport, floor_us: f64) ->
         max_mib(&rafter.rss.loaded_kib),
         Some(Target::RatioAtMost(0.5)),
     ));
+    out.push(compare(
+        "anon memory idle (max member)",
+        "MiB",
+        max_mib(&etcd.rss.idle_anon_kib),
+        max_mib(&rafter.rss.idle_anon_kib),
+        None,
+    ));
+    out.push(compare(
+        "anon memory after put 256c (max member)",
+        "MiB",
+        max_mib(&etcd.rss.loaded_anon_kib),
+        max_mib(&rafter.rss.loaded_anon_kib),
+        None,
+    ));
     out
 }
 
@@ -454,7 +473,7 @@ mod tests {
     fn numbers_are_grouped_or_decimal() {
         assert_eq!(num(1234567.4), "1,234,567");
         assert_eq!(num(123.0), "123");
-        assert_eq!(num(3.14159), "3.14");
+        assert_eq!(num(2.71828), "2.72");
         assert_eq!(num(f64::INFINITY), "-");
     }
 
