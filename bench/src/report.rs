@@ -473,7 +473,7 @@ mod tests {
     fn numbers_are_grouped_or_decimal() {
         assert_eq!(num(1234567.4), "1,234,567");
         assert_eq!(num(123.0), "123");
-        assert_eq!(num(2.71828), "2.72");
+        assert_eq!(num(3.456), "3.46");
         assert_eq!(num(f64::INFINITY), "-");
     }
 
