@@ -2,7 +2,9 @@
 # Installs the system packages the build and the tests need, when they are
 # missing: clang and libclang-dev (bindgen generates RocksDB's Rust bindings
 # with libclang), iproute2 and iptables (the Jepsen suite's partition nemeses
-# put each master in a network namespace and drop packets with iptables).
+# put each master in a network namespace and drop packets with iptables),
+# etcd-server (`rafter bench kv` and its smoke test run etcd 3.4 beside
+# Rafter).
 # Debian/Ubuntu; uses sudo when not run as root. Used by scripts/local-up.sh,
 # scripts/test.sh and .ci/run.
 set -euo pipefail
@@ -12,9 +14,10 @@ command -v clang >/dev/null 2>&1 || missing+=(clang)
 dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ] || missing+=(etcd-server)
 
 if [ "${#missing[@]}" -eq 0 ]; then
-    echo "clang, libclang-dev, iproute2 and iptables are installed"
+    echo "clang, libclang-dev, iproute2, iptables and etcd-server are installed"
     exit 0
 fi
 

@@ -61,6 +61,9 @@ enum Command {
     Edit(cli::objects::NameArgs),
     /// List the object types, their short names and API versions.
     ApiResources,
+    /// Benchmark Rafter against etcd on this machine.
+    #[command(subcommand)]
+    Bench(cli::bench::BenchCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -126,6 +129,7 @@ async fn main() -> ExitCode {
         Command::Annotate(a) => cli::objects::label(&cli.global, a, "annotations").await,
         Command::Edit(a) => cli::objects::edit(&cli.global, a).await,
         Command::ApiResources => cli::objects::api_resources(),
+        Command::Bench(c) => cli::bench::run(c).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -50,11 +50,15 @@ pub struct ServerArgs {
     #[arg(long)]
     pub metrics_listen: Option<String>,
     /// Leader heartbeat interval in milliseconds.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = NodeOptions::default().heartbeat_ms)]
     pub heartbeat_ms: u64,
-    /// Minimum election timeout in milliseconds (the maximum is twice this).
-    #[arg(long, default_value_t = 500)]
+    /// Minimum election timeout in milliseconds.
+    #[arg(long, default_value_t = NodeOptions::default().election_timeout_min_ms)]
     pub election_timeout_ms: u64,
+    /// Maximum election timeout in milliseconds, also the leader lease
+    /// (default: 6/5 of the minimum).
+    #[arg(long)]
+    pub election_timeout_max_ms: Option<u64>,
     /// Log entries between snapshots; older entries are then purged.
     #[arg(long, default_value_t = 10_000)]
     pub snapshot_logs: u64,
@@ -274,7 +278,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let options = NodeOptions {
         heartbeat_ms: args.heartbeat_ms,
         election_timeout_min_ms: args.election_timeout_ms,
-        election_timeout_max_ms: args.election_timeout_ms * 2,
+        election_timeout_max_ms: args
+            .election_timeout_max_ms
+            .unwrap_or(args.election_timeout_ms * 6 / 5),
         snapshot_logs: args.snapshot_logs,
         keep_logs: args.keep_logs,
         history_revisions: args.history_revisions,
@@ -313,7 +319,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         tonic::service::interceptor::InterceptedService::new(api.clone().service(), check),
     );
     let grpc = tokio::spawn(router.serve_with_incoming_shutdown(
-        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        // The incoming stream sets TCP_NODELAY: the server builder's setting
+        // is ignored for a listener passed in (see raft-store service.rs).
+        tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
         async move {
             let _ = grpc_stop.wait_for(|s| *s).await;
         },

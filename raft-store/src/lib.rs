@@ -10,6 +10,8 @@
 //! - [`state_machine`] + [`apply`]: applying proposals (put, delete, txn,
 //!   leases, exactly-once table) atomically per batch; snapshots.
 //! - [`range`]: reads at the current or a past revision.
+//! - [`read_index`]: concurrent linearizable reads share one leadership
+//!   confirmation.
 //! - [`lease`]: the leader's lease clock.
 //! - [`network`]: the gRPC client side of Raft between masters.
 //! - [`node`]: one master: opens the store, runs Raft, batches concurrent
@@ -30,6 +32,7 @@ pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod range;
+pub mod read_index;
 pub mod service;
 pub mod state_machine;
 pub mod types;

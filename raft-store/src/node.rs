@@ -6,6 +6,8 @@
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::Weak;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use std::time::Instant;
@@ -36,6 +38,8 @@ use crate::network::ForwardRequest;
 use crate::network::ForwardResponse;
 use crate::network::NetworkFactory;
 use crate::network::Peers;
+use crate::read_index::ReadIndexBatcher;
+use crate::read_index::Round;
 use crate::state_machine::KEY_COMPACT;
 use crate::state_machine::Shared;
 use crate::state_machine::StateMachine;
@@ -75,11 +79,21 @@ pub struct NodeOptions {
 }
 
 impl Default for NodeOptions {
+    /// Election timing. In openraft 0.9 a follower that hears nothing
+    /// starts an election after `election_timeout_max` (the leader lease,
+    /// during which followers also refuse votes) plus its random timeout in
+    /// [min, max); the heartbeat interval is also the timeout of every
+    /// AppendEntries and read-index round, so it cannot be short on a busy
+    /// machine. 100 ms heartbeats and 250–300 ms timeouts make a follower
+    /// wait 550–600 ms of silence before it disrupts a leader, while the
+    /// leader watchdog (`run_leader_watchdog`) starts the election as soon
+    /// as the 300 ms lease has passed when the leader's process is gone.
+    /// `rafter bench kv` measures both (docs/BENCHMARKS.md).
     fn default() -> Self {
         Self {
             heartbeat_ms: 100,
-            election_timeout_min_ms: 500,
-            election_timeout_max_ms: 1000,
+            election_timeout_min_ms: 250,
+            election_timeout_max_ms: 300,
             snapshot_logs: 10_000,
             keep_logs: 1_000,
             history_revisions: 100_000,
@@ -124,6 +138,15 @@ pub struct Node {
     pub options: NodeOptions,
     data_path: std::path::PathBuf,
     proposals: mpsc::Sender<Pending>,
+    /// Read-index rounds this master runs as leader (for its own reads and
+    /// followers' `ReadIndex` requests).
+    leader_reads: ReadIndexBatcher,
+    /// `ReadIndex` requests this master sends to the leader as follower.
+    remote_reads: ReadIndexBatcher,
+    /// When this master last received an AppendEntries (heartbeat or
+    /// entries), in milliseconds since `started`.
+    last_leader_contact_ms: AtomicU64,
+    started: Instant,
     shutdown: watch::Sender<bool>,
 }
 
@@ -189,22 +212,48 @@ impl Node {
 
         let (tx, rx) = mpsc::channel(65_536);
         let (shutdown, _) = watch::channel(false);
-        let node = Arc::new(Self {
-            id,
-            name: name.to_string(),
-            addr: addr.to_string(),
-            cluster_id,
-            raft,
-            shared,
-            peers,
-            options,
-            data_path: data_dir.path.clone(),
-            proposals: tx,
-            shutdown,
+        // The batchers' rounds hold the node only weakly, so dropping the
+        // node drops the batchers and ends their tasks.
+        let node = Arc::new_cyclic(|me: &Weak<Self>| {
+            let (a, b) = (me.clone(), me.clone());
+            Self {
+                id,
+                name: name.to_string(),
+                addr: addr.to_string(),
+                cluster_id,
+                raft,
+                shared,
+                peers,
+                options,
+                data_path: data_dir.path.clone(),
+                proposals: tx,
+                leader_reads: ReadIndexBatcher::spawn(move || {
+                    let me = a.upgrade();
+                    async move {
+                        match me {
+                            Some(node) => node.leader_read_round().await,
+                            None => Err(Arc::new(Error::ShuttingDown)),
+                        }
+                    }
+                }),
+                remote_reads: ReadIndexBatcher::spawn(move || {
+                    let me = b.upgrade();
+                    async move {
+                        match me {
+                            Some(node) => node.remote_read_round().await,
+                            None => Err(Arc::new(Error::ShuttingDown)),
+                        }
+                    }
+                }),
+                last_leader_contact_ms: AtomicU64::new(0),
+                started: Instant::now(),
+                shutdown,
+            }
         });
         tokio::spawn(node.clone().run_proposer(rx));
         tokio::spawn(node.clone().run_leader_duties());
         tokio::spawn(node.clone().run_compactor());
+        tokio::spawn(node.clone().run_leader_watchdog());
         Ok(node)
     }
 
@@ -283,9 +332,17 @@ impl Node {
     /// its result. A "not leader" answer given before the proposal entered
     /// the log is retried here; anything indeterminate is returned as an
     /// error, and the client retries with the same write id.
+    ///
+    /// When the leader cannot be reached (it died), a proposal with a write
+    /// id waits here for the next leader and is resent to it, instead of
+    /// failing and making the client fail over and back off: resending is
+    /// as safe as the client's own retry, because the state machine applies
+    /// each write id once. This takes the client's back-off out of the
+    /// failover time.
     pub async fn propose(&self, proposal: &pb::Proposal) -> Result<pb::ProposalResult, Error> {
         let bytes = proposal.encode_to_vec();
         let deadline = Instant::now() + self.options.request_timeout;
+        let mut waited_for_new_leader = false;
         loop {
             let (leader_id, leader) = self.wait_leader(deadline).await?;
             let result = if leader_id == self.id {
@@ -294,18 +351,27 @@ impl Node {
                     other => Some(other?),
                 }
             } else {
+                let term = self.raft.metrics().borrow().current_term;
                 match self
                     .forward(&leader, &ForwardRequest::Propose(bytes.clone()))
-                    .await?
+                    .await
                 {
-                    ForwardResponse::Proposed(r) => Some(r),
-                    ForwardResponse::NotLeader { .. } => None,
-                    ForwardResponse::Failed { code, message } => {
+                    Ok(ForwardResponse::Proposed(r)) => Some(r),
+                    Ok(ForwardResponse::NotLeader { .. }) => None,
+                    Ok(ForwardResponse::Failed { code, message }) => {
                         return Err(Error::Proposal { code, message });
                     }
-                    other => {
+                    Ok(other) => {
                         return Err(Error::Raft(format!("unexpected forward reply {other:?}")));
                     }
+                    Err(e) if proposal.write_id.is_some() && !waited_for_new_leader => {
+                        waited_for_new_leader = true;
+                        if self.wait_new_leader(leader_id, term).await {
+                            continue;
+                        }
+                        return Err(e);
+                    }
+                    Err(e) => return Err(e),
                 }
             };
             match result {
@@ -316,6 +382,32 @@ impl Node {
                 None => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         }
+    }
+
+    /// After the leader `old` (known in `term`) could not be reached: waits
+    /// until this master knows another leader, or a leader of a later term,
+    /// for about as long as an election takes. Returns whether it does.
+    async fn wait_new_leader(&self, old: NodeId, term: u64) -> bool {
+        let bound = Duration::from_millis(
+            self.options.election_timeout_max_ms * 2 + self.options.heartbeat_ms * 2,
+        );
+        let mut rx = self.raft.metrics();
+        let changed = async {
+            loop {
+                {
+                    let m = rx.borrow_and_update();
+                    if m.current_leader
+                        .is_some_and(|l| l != old || m.current_term > term)
+                    {
+                        return true;
+                    }
+                }
+                if rx.changed().await.is_err() {
+                    return false;
+                }
+            }
+        };
+        tokio::time::timeout(bound, changed).await.unwrap_or(false)
     }
 
     /// Hands a proposal to this master's batcher. `NoLeader` means it was
@@ -405,21 +497,15 @@ impl Node {
     /// Returns once this master has applied everything committed before the
     /// call: the leader confirms its leadership with a quorum (read index);
     /// a follower asks the leader for that index and waits to apply it.
+    /// Concurrent reads share one confirmation (see [`crate::read_index`]).
     pub async fn read_barrier(&self) -> Result<(), Error> {
         let deadline = Instant::now() + self.options.request_timeout;
         loop {
-            let (leader_id, leader) = self.wait_leader(deadline).await?;
+            let (leader_id, _) = self.wait_leader(deadline).await?;
             let index = if leader_id == self.id {
-                match self.raft.ensure_linearizable().await {
-                    Ok(_) => return Ok(()),
-                    Err(RaftError::Fatal(_)) => return Err(Error::ShuttingDown),
-                    Err(_) => None,
-                }
+                self.leader_reads.read_index().await?
             } else {
-                match self.forward(&leader, &ForwardRequest::ReadIndex).await? {
-                    ForwardResponse::ReadIndex(i) => Some(i),
-                    _ => None,
-                }
+                self.remote_reads.read_index().await?
             };
             if let Some(index) = index {
                 let left = deadline.saturating_duration_since(Instant::now());
@@ -438,12 +524,34 @@ impl Node {
         }
     }
 
-    /// Leader side of a follower's read-index request.
+    /// Leader side of a follower's read-index request: an index confirmed
+    /// by a quorum after the request arrived, or `None` when not leader.
     pub async fn local_read_index(&self) -> Result<Option<u64>, Error> {
-        match self.raft.ensure_linearizable().await {
-            Ok(log_id) => Ok(Some(log_id.map(|l| l.index).unwrap_or(0))),
-            Err(RaftError::Fatal(_)) => Err(Error::ShuttingDown),
+        self.leader_reads.read_index().await
+    }
+
+    /// One leadership confirmation for a batch of reads (openraft sends a
+    /// heartbeat to every follower and waits for a quorum).
+    async fn leader_read_round(&self) -> Round {
+        match self.raft.get_read_log_id().await {
+            Ok((read_log_id, _)) => Ok(Some(read_log_id.map(|l| l.index).unwrap_or(0))),
+            Err(RaftError::Fatal(_)) => Err(Arc::new(Error::ShuttingDown)),
             Err(_) => Ok(None),
+        }
+    }
+
+    /// One `ReadIndex` request to the leader for a batch of reads.
+    async fn remote_read_round(&self) -> Round {
+        let Some((leader_id, leader)) = self.leader() else {
+            return Ok(None);
+        };
+        if leader_id == self.id {
+            return Ok(None);
+        }
+        match self.forward(&leader, &ForwardRequest::ReadIndex).await {
+            Ok(ForwardResponse::ReadIndex(i)) => Ok(Some(i)),
+            Ok(_) => Ok(None),
+            Err(e) => Err(Arc::new(e)),
         }
     }
 
@@ -527,6 +635,81 @@ impl Node {
                     }
                 });
             }
+        }
+    }
+
+    // ---- fast failover ------------------------------------------------------
+
+    /// Records that an AppendEntries arrived (called by the Raft service).
+    pub fn note_leader_contact(&self) {
+        let now = self.started.elapsed().as_millis() as u64;
+        self.last_leader_contact_ms
+            .fetch_max(now, Ordering::Relaxed);
+    }
+
+    fn since_leader_contact(&self) -> Duration {
+        let last = Duration::from_millis(self.last_leader_contact_ms.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last)
+    }
+
+    /// Starts an election as soon as it can succeed when the leader's
+    /// process is gone, instead of after the full election timeout.
+    ///
+    /// A follower whose leader has been silent for two heartbeats tries to
+    /// open a TCP connection to it. Refused means nothing listens there any
+    /// more: the leader died (kill -9, crash, restart). The follower then
+    /// waits until the leader lease has passed — until then the other
+    /// voters refuse every vote — plus a random part of a heartbeat, so the
+    /// followers do not stand at the same moment and split the vote, and
+    /// triggers the election. A leader that is slow, paused or cut off
+    /// still accepts connections or times out, and is left to the normal
+    /// election timeout. Elections are always safe in Raft; this only
+    /// changes when one starts.
+    async fn run_leader_watchdog(self: Arc<Self>) {
+        let mut stop = self.stopped();
+        let heartbeat = Duration::from_millis(self.options.heartbeat_ms);
+        let lease = Duration::from_millis(self.options.election_timeout_max_ms);
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        let mut triggered: Option<(NodeId, u64)> = None;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => return,
+            }
+            let (state, term) = {
+                let m = self.raft.metrics();
+                let m = m.borrow();
+                (m.state, m.current_term)
+            };
+            if state != ServerState::Follower || self.since_leader_contact() < 2 * heartbeat {
+                continue;
+            }
+            let Some((leader_id, leader)) = self.leader() else {
+                continue;
+            };
+            if leader_id == self.id || triggered == Some((leader_id, term)) {
+                continue;
+            }
+            let probe = tokio::net::TcpStream::connect(leader.addr.as_str());
+            let refused = matches!(
+                tokio::time::timeout(heartbeat, probe).await,
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused
+            );
+            if !refused {
+                continue;
+            }
+            let jitter =
+                Duration::from_millis(rand::random_range(10..=10 + self.options.heartbeat_ms / 2));
+            tokio::time::sleep((lease + jitter).saturating_sub(self.since_leader_contact())).await;
+            if self.leader().map(|(id, _)| id) != Some(leader_id) || self.is_leader() {
+                continue;
+            }
+            triggered = Some((leader_id, term));
+            tracing::info!(
+                leader = format!("{leader_id:016x}"),
+                "leader process gone: starting an election"
+            );
+            let _ = self.raft.trigger().elect().await;
         }
     }
 

@@ -7,6 +7,7 @@
 //! - `cluster`: `rafter cluster status|members|add|remove`.
 //! - `local`: `rafter local up|down|status`, a cluster of masters on this
 //!   machine for trying Rafter out.
+//! - `bench`: `rafter bench kv`, Rafter against etcd (the `rafter-bench` crate).
 //! - `output`: tables, JSON views and number formats shared by the above.
 //!
 //! Every verb is a function from parsed arguments to printed output; all
@@ -29,6 +30,7 @@ macro_rules! outln {
     }};
 }
 
+pub mod bench;
 pub mod cluster;
 pub mod config;
 pub mod kv;

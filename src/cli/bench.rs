@@ -1,0 +1,123 @@
+//! `rafter bench kv`: runs the `rafter-bench` crate's benchmark of
+//! Rafter's store against etcd, prints the comparison table and where the
+//! JSON report and the chart went.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use clap::Subcommand;
+use rafter_bench::BenchConfig;
+
+/// `rafter bench ...`
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Compare the KV store with a 3-member etcd on this machine: puts,
+    /// gets, watch latency, leader failover, memory (about 2 minutes).
+    Kv(KvArgs),
+}
+
+/// Options of `rafter bench kv`.
+#[derive(Debug, Args)]
+pub struct KvArgs {
+    /// Measured time of each load run, e.g. 3s or 500ms (each run adds a
+    /// quarter of it, at most 1s, of warm-up).
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Leader kills per system in the failover run.
+    #[arg(long, default_value_t = 5)]
+    pub kills: usize,
+    /// Directory for bench-kv.json and bench-kv.svg.
+    #[arg(long, default_value = ".")]
+    pub out: PathBuf,
+    /// The etcd binary (default: etcd on $PATH, else /usr/bin/etcd).
+    #[arg(long)]
+    pub etcd_bin: Option<PathBuf>,
+    /// The rafter binary the masters run (default: this one).
+    #[arg(long)]
+    pub rafter_bin: Option<PathBuf>,
+    /// Where the run directory with both clusters' data goes; fdatasync is
+    /// measured there too (default: the system temp directory).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Keep the run directory (data and server logs) afterwards.
+    #[arg(long)]
+    pub keep_data: bool,
+    /// Extra flag for every `rafter server` (repeatable), e.g.
+    /// --server-arg=--election-timeout-ms --server-arg=300.
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    pub server_args: Vec<String>,
+}
+
+/// Runs a `rafter bench` verb.
+pub async fn run(c: BenchCommand) -> anyhow::Result<()> {
+    let BenchCommand::Kv(a) = c;
+    let rafter_bin = match a.rafter_bin {
+        Some(b) => b,
+        None => std::env::current_exe().context("cannot find this program's path")?,
+    };
+    let cfg = BenchConfig {
+        rafter_bin,
+        etcd_bin: a
+            .etcd_bin
+            .unwrap_or_else(rafter_bench::cluster::default_etcd_bin),
+        measure: a.duration,
+        kills: a.kills,
+        out_dir: a.out,
+        data_parent: a.data_dir.unwrap_or_else(std::env::temp_dir),
+        keep_data: a.keep_data,
+        rafter_server_args: a.server_args,
+        progress: true,
+    };
+    let (report, written) = rafter_bench::run_until_interrupted(cfg).await?;
+    outln!()?;
+    out!("{}", report.table())?;
+    outln!()?;
+    out!("{}", report.details())?;
+    outln!("report: {}", written.json.display())?;
+    outln!("chart:  {}", written.svg.display())?;
+    if let Some(d) = written.data {
+        outln!("data and server logs kept in {}", d.display())?;
+    }
+    Ok(())
+}
+
+/// `4s`, `500ms`, `2m` or a plain number of seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 4s, 500ms or 2m"))?;
+    let secs = match unit {
+        "ms" => n / 1e3,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s or m")),
+    };
+    if !(secs > 0.0 && secs.is_finite()) {
+        return Err(format!("duration {s:?} must be positive"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("4s"), Ok(Duration::from_secs(4)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("3h").is_err());
+        assert!(parse_duration("x").is_err());
+    }
+}
