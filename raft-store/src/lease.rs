@@ -18,6 +18,9 @@ use crate::apply::LeaseChange;
 struct Deadline {
     ttl: i64,
     at: Instant,
+    /// This master, as leader, has proposed the lease's expiry: it is not
+    /// kept alive any more, whether or not that proposal commits.
+    expiring: bool,
 }
 
 /// Lease deadlines of one master.
@@ -41,6 +44,7 @@ impl LeaseClock {
                     Deadline {
                         ttl,
                         at: Instant::now() + Self::ttl_duration(ttl),
+                        expiring: false,
                     },
                 );
             }
@@ -62,6 +66,7 @@ impl LeaseClock {
                 Deadline {
                     ttl,
                     at: now + Self::ttl_duration(ttl),
+                    expiring: false,
                 },
             );
         }
@@ -77,13 +82,22 @@ impl LeaseClock {
             .values_mut()
         {
             d.at = now + Self::ttl_duration(d.ttl);
+            // A new term: expiries this master proposed earlier either
+            // committed (and are applied before it answers any keep-alive,
+            // see `Node::keep_alive_local`) or are lost.
+            d.expiring = false;
         }
     }
 
-    /// Refreshes a lease; returns its TTL, or `None` when it does not exist.
+    /// Refreshes a lease; returns its TTL, or `None` when it does not exist
+    /// or its expiry has already been proposed (a keep-alive must never be
+    /// acknowledged for a lease about to vanish).
     pub fn keep_alive(&self, id: i64) -> Option<i64> {
         let mut leases = self.leases.lock().expect("lease clock poisoned");
         let d = leases.get_mut(&id)?;
+        if d.expiring {
+            return None;
+        }
         d.at = Instant::now() + Self::ttl_duration(d.ttl);
         Some(d.ttl)
     }
@@ -98,6 +112,7 @@ impl LeaseClock {
             if d.at <= now {
                 out.push(*id);
                 d.at = now + retry_after;
+                d.expiring = true;
             }
         }
         out.sort_unstable();
@@ -121,5 +136,20 @@ mod tests {
         clock.reset([(1, 1)]);
         clock.grant_grace();
         assert!(clock.take_expired(Duration::from_secs(1)).is_empty());
+    }
+
+    #[test]
+    fn a_lease_whose_expiry_was_proposed_is_not_kept_alive() {
+        let clock = LeaseClock::default();
+        clock.reset([(5, 1)]);
+        // Make it overdue, as if its TTL had run out.
+        clock.leases.lock().unwrap().get_mut(&5).unwrap().at = Instant::now();
+        assert_eq!(clock.take_expired(Duration::from_secs(2)), [5]);
+        assert_eq!(clock.keep_alive(5), None, "expiry proposed: no more keep-alives");
+        // Not reported again before the retry delay.
+        assert!(clock.take_expired(Duration::from_secs(2)).is_empty());
+        // A new leader term starts its clock afresh.
+        clock.grant_grace();
+        assert_eq!(clock.keep_alive(5), Some(1));
     }
 }

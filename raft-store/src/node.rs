@@ -524,6 +524,27 @@ impl Node {
         }
     }
 
+    /// Leader side of a keep-alive: first a read-index round (leadership
+    /// confirmed by a quorum) and this master applying everything committed
+    /// so far, so an expiry already in the log has removed the lease; then
+    /// the refresh, unless this master has proposed the lease's expiry.
+    /// `None` when not leader. (A leader without a quorum used to answer
+    /// from its clock alone — found by the Jepsen lease workload.)
+    pub async fn keep_alive_local(&self, id: i64) -> Result<Option<Option<i64>>, Error> {
+        let Some(index) = self.leader_reads.read_index().await? else {
+            return Ok(None);
+        };
+        self.raft
+            .wait(Some(self.options.request_timeout))
+            .applied_index_at_least(Some(index), "keep-alive")
+            .await
+            .map_err(|e| Error::Timeout(format!("waiting to apply index {index}: {e}")))?;
+        if !self.is_leader() {
+            return Ok(None);
+        }
+        Ok(Some(self.shared.leases.keep_alive(id)))
+    }
+
     /// Leader side of a follower's read-index request: an index confirmed
     /// by a quorum after the request arrived, or `None` when not leader.
     pub async fn local_read_index(&self) -> Result<Option<u64>, Error> {
@@ -562,8 +583,8 @@ impl Node {
         let deadline = Instant::now() + self.options.request_timeout;
         loop {
             let (leader_id, leader) = self.wait_leader(deadline).await?;
-            let answer = if leader_id == self.id && self.is_leader() {
-                Some(self.shared.leases.keep_alive(id))
+            let answer = if leader_id == self.id {
+                self.keep_alive_local(id).await?
             } else {
                 match self
                     .forward(&leader, &ForwardRequest::KeepAlive(id))

@@ -181,10 +181,9 @@ impl RaftRpc for RaftService {
                 None => not_leader(),
             },
             ForwardRequest::KeepAlive(id) => {
-                if node.is_leader() {
-                    ForwardResponse::KeptAlive(node.shared.leases.keep_alive(id))
-                } else {
-                    not_leader()
+                match node.keep_alive_local(id).await.map_err(status_of)? {
+                    Some(ttl) => ForwardResponse::KeptAlive(ttl),
+                    None => not_leader(),
                 }
             }
             ForwardRequest::AddMember { name, addr } => {
