@@ -1,19 +1,23 @@
 //! The lease workload end to end: keys on leases kept alive for a while,
-//! then abandoned, under a mixed nemesis (leader kills, pauses, a master
-//! removed and added back), three masters on loopback. No key may vanish
-//! while its lease is kept alive; every key must be gone TTL + a bound
-//! after the faults are healed.
+//! then abandoned, under a mixed nemesis (leader kills, a majority killed,
+//! pauses, the leader isolated, halves, a master removed and added back),
+//! three masters in network namespaces. No key may vanish while its lease
+//! is kept alive; every key must be gone TTL + a bound after the faults are
+//! healed.
 //!
-//! Partitions and kill-majority are left out on purpose: they hit two known
-//! store bugs (keep-alives answered by a leader without a quorum, see
-//! docs/JEPSEN.md, "Found by these runs"), which would turn this test red
-//! at random. Add `partition` and `kill-majority` back once those are
-//! fixed.
+//! kill-majority and the partitions are the faults that found the
+//! keep-alive bugs of docs/JEPSEN.md ("Found by these runs"); they stay in
+//! the mix so that those cannot come back.
+//!
+//! Needs root, `ip` and `iptables` (partitions); fails without them.
 
 mod common;
 
 #[test]
 fn kept_alive_leases_stay_and_abandoned_ones_expire_under_mixed_faults() {
+    if let Err(why) = rafter_jepsen::netns::check_available() {
+        panic!("lease test cannot run: {why}. It needs root with `ip` (iproute2) and `iptables`");
+    }
     let dir = tempfile::tempdir().unwrap();
     let run_dir = dir.path().join("run");
     let (_, results) = common::run_valid(
@@ -21,9 +25,9 @@ fn kept_alive_leases_stay_and_abandoned_ones_expire_under_mixed_faults() {
             "--workload",
             "lease",
             "--nemesis",
-            "kill-leader,kill-random,pause-random,pause-leader,member-remove",
+            "kill-leader,kill-majority,pause-random,partition-leader,partition-halves,member-remove",
             "--net",
-            "loopback",
+            "netns",
             "--concurrency",
             "5",
             "--time-limit",

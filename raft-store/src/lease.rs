@@ -145,7 +145,11 @@ mod tests {
         // Make it overdue, as if its TTL had run out.
         clock.leases.lock().unwrap().get_mut(&5).unwrap().at = Instant::now();
         assert_eq!(clock.take_expired(Duration::from_secs(2)), [5]);
-        assert_eq!(clock.keep_alive(5), None, "expiry proposed: no more keep-alives");
+        assert_eq!(
+            clock.keep_alive(5),
+            None,
+            "expiry proposed: no more keep-alives"
+        );
         // Not reported again before the retry delay.
         assert!(clock.take_expired(Duration::from_secs(2)).is_empty());
         // A new leader term starts its clock afresh.
