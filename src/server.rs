@@ -95,19 +95,9 @@ fn load_token(args: &ServerArgs) -> anyhow::Result<String> {
         Some(p) => p.clone(),
         None => {
             let p = args.data_dir.join("admin-token");
-            if !p.exists() {
-                use std::os::unix::fs::OpenOptionsExt;
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&p)
-                    .with_context(|| format!("cannot create {}", p.display()))?;
-                std::io::Write::write_all(
-                    &mut f,
-                    format!("{}\n", rafter_apiserver::auth::generate_token()).as_bytes(),
-                )?;
-                f.sync_all()?;
+            if rafter_apiserver::auth::ensure_token_file(&p)
+                .with_context(|| format!("cannot create {}", p.display()))?
+            {
                 tracing::info!(path = %p.display(), "generated the admin token");
             }
             p
@@ -260,10 +250,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         None => None,
     };
 
+    let token = load_token(&args)?;
     let cluster_id = match (&data_dir.identity, expected_cluster, &join) {
         (Some(id), _, _) => id.cluster_id,
         (None, Some(c), _) => c,
-        (None, None, Some(seeds)) => fetch_cluster_id(seeds, &load_token(&args)?).await?,
+        (None, None, Some(seeds)) => fetch_cluster_id(seeds, &token).await?,
         (None, None, None) => unreachable!("checked above"),
     };
     if data_dir.identity.is_none() {
@@ -274,7 +265,6 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         })?;
     }
 
-    let token = load_token(&args)?;
     let options = NodeOptions {
         heartbeat_ms: args.heartbeat_ms,
         election_timeout_min_ms: args.election_timeout_ms,

@@ -64,6 +64,26 @@ pub fn generate_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Writes a new random token to `path` (readable by its owner only, synced)
+/// unless the file exists. Returns whether it created one.
+pub fn ensure_token_file(path: &std::path::Path) -> std::io::Result<bool> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    writeln!(f, "{}", generate_token())?;
+    f.sync_all()?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,5 +106,18 @@ mod tests {
         }
         assert!(!constant_time_eq(b"", b""));
         assert_eq!(generate_token().len(), 32);
+    }
+
+    #[test]
+    fn a_token_file_is_created_once() {
+        let dir = std::env::temp_dir().join(format!("rafter-token-{}", generate_token()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("admin-token");
+        assert!(ensure_token_file(&path).unwrap());
+        let first = std::fs::read_to_string(&path).unwrap();
+        assert!(!ensure_token_file(&path).unwrap());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), first);
+        assert_eq!(first.trim().len(), 32);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -150,6 +150,20 @@ fn reply<K: Object>(obj: K) -> ObjectResponse {
 type EventStream = Pin<Box<dyn Stream<Item = std::result::Result<WatchEvent, Status>> + Send>>;
 
 impl ApiServer {
+    /// Update, or UpdateStatus when `status_only`.
+    async fn update_object(
+        &self,
+        req: UpdateRequest,
+        status_only: bool,
+    ) -> std::result::Result<Response<ObjectResponse>, Status> {
+        let s = &self.store;
+        let r = with_kind!(req.kind.as_str(), K => async {
+            let obj: K = decode_request(&req.object)?;
+            s.update(obj, status_only, req.write_id).await.map(reply)
+        }.await, _ => Err(unknown_kind(&req.kind)));
+        self.finish(r)
+    }
+
     fn finish<T>(&self, r: Result<T>) -> std::result::Result<Response<T>, Status> {
         r.map(Response::new)
             .map_err(|e| e.with_leader(&self.store).into())
@@ -205,26 +219,14 @@ impl Objects for ApiServer {
         &self,
         req: Request<UpdateRequest>,
     ) -> std::result::Result<Response<ObjectResponse>, Status> {
-        let req = req.into_inner();
-        let s = &self.store;
-        let r = with_kind!(req.kind.as_str(), K => async {
-            let obj: K = decode_request(&req.object)?;
-            s.update(obj, false, req.write_id).await.map(reply)
-        }.await, _ => Err(unknown_kind(&req.kind)));
-        self.finish(r)
+        self.update_object(req.into_inner(), false).await
     }
 
     async fn update_status(
         &self,
         req: Request<UpdateRequest>,
     ) -> std::result::Result<Response<ObjectResponse>, Status> {
-        let req = req.into_inner();
-        let s = &self.store;
-        let r = with_kind!(req.kind.as_str(), K => async {
-            let obj: K = decode_request(&req.object)?;
-            s.update(obj, true, req.write_id).await.map(reply)
-        }.await, _ => Err(unknown_kind(&req.kind)));
-        self.finish(r)
+        self.update_object(req.into_inner(), true).await
     }
 
     async fn patch(

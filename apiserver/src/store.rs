@@ -473,8 +473,8 @@ impl Store {
     ) -> Result<Option<K>> {
         match (written, result) {
             (Written::Applied(rev), Some(obj)) => {
-                if obj.metadata().resource_version == rev.to_string() && obj == *prev {
-                    return Ok(Some(obj)); // no-op update
+                if obj == *prev {
+                    return Ok(Some(obj)); // no-op update: nothing was written
                 }
                 let m = obj.metadata();
                 let key = K::INFO.key(&m.namespace, &m.name);

@@ -218,19 +218,8 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
     let initial_cluster = layout.initial_cluster();
     // One admin token for every master, kept with the cluster.
     let token_path = dir.join("admin-token");
-    if !token_path.exists() {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&token_path)
-            .with_context(|| format!("creating {}", token_path.display()))?;
-        std::io::Write::write_all(
-            &mut f,
-            format!("{}\n", rafter_apiserver::auth::generate_token()).as_bytes(),
-        )?;
-    }
+    rafter_apiserver::auth::ensure_token_file(&token_path)
+        .with_context(|| format!("creating {}", token_path.display()))?;
     let token = fs::read_to_string(&token_path)
         .with_context(|| format!("reading {}", token_path.display()))?
         .trim()
