@@ -203,6 +203,8 @@ impl From<StoreError> for ApiError {
                     Code::Unavailable | Code::Aborted => Reason::Unavailable,
                     Code::DeadlineExceeded => Reason::Timeout,
                     Code::InvalidArgument => Reason::BadRequest,
+                    // Term fencing: the writer's master is no longer leader.
+                    Code::FailedPrecondition => Reason::Conflict,
                     _ => Reason::InternalError,
                 };
                 ApiError::new(reason, message)

@@ -55,13 +55,20 @@ pub struct ApiServer {
     options: ApiOptions,
 }
 
+/// The request header carrying a leader-only component's Raft term (the
+/// client library's `FENCE_TERM_HEADER`).
+pub const FENCE_TERM_HEADER: &str = "rafter-fence-term";
+
 /// Namespaces that exist from the start.
 pub const SYSTEM_NAMESPACES: &[&str] = &["default", "rafter-system"];
 
 impl ApiServer {
     pub fn new(node: Arc<Node>, options: ApiOptions) -> Self {
         ApiServer {
-            store: Store { node },
+            store: Store {
+                node,
+                fence_term: 0,
+            },
             options,
         }
     }
@@ -153,15 +160,39 @@ impl ApiServer {
     /// Update, or UpdateStatus when `status_only`.
     async fn update_object(
         &self,
-        req: UpdateRequest,
+        req: Request<UpdateRequest>,
         status_only: bool,
     ) -> std::result::Result<Response<ObjectResponse>, Status> {
-        let s = &self.store;
+        let s = &self.writer(&req)?;
+        let req = req.into_inner();
         let r = with_kind!(req.kind.as_str(), K => async {
             let obj: K = decode_request(&req.object)?;
             s.update(obj, status_only, req.write_id).await.map(reply)
         }.await, _ => Err(unknown_kind(&req.kind)));
         self.finish(r)
+    }
+
+    /// The store a write request writes through: fenced with the Raft term
+    /// in its `rafter-fence-term` header when it has one.
+    fn writer<T>(&self, req: &Request<T>) -> std::result::Result<Store, Status> {
+        let Some(v) = req.metadata().get(FENCE_TERM_HEADER) else {
+            return Ok(self.store.clone());
+        };
+        let term = v
+            .to_str()
+            .ok()
+            .and_then(|t| t.parse::<u64>().ok())
+            .filter(|t| *t > 0)
+            .ok_or_else(|| {
+                Status::from(ApiError::bad_request(format!(
+                    "the {} header must be a positive Raft term",
+                    FENCE_TERM_HEADER
+                )))
+            })?;
+        Ok(Store {
+            fence_term: term,
+            ..self.store.clone()
+        })
     }
 
     fn finish<T>(&self, r: Result<T>) -> std::result::Result<Response<T>, Status> {
@@ -176,8 +207,8 @@ impl Objects for ApiServer {
         &self,
         req: Request<CreateRequest>,
     ) -> std::result::Result<Response<ObjectResponse>, Status> {
+        let s = &self.writer(&req)?;
         let req = req.into_inner();
-        let s = &self.store;
         let r = with_kind!(req.kind.as_str(), K => async {
             let obj: K = decode_request(&req.object)?;
             s.create(obj, req.write_id).await.map(reply)
@@ -219,22 +250,22 @@ impl Objects for ApiServer {
         &self,
         req: Request<UpdateRequest>,
     ) -> std::result::Result<Response<ObjectResponse>, Status> {
-        self.update_object(req.into_inner(), false).await
+        self.update_object(req, false).await
     }
 
     async fn update_status(
         &self,
         req: Request<UpdateRequest>,
     ) -> std::result::Result<Response<ObjectResponse>, Status> {
-        self.update_object(req.into_inner(), true).await
+        self.update_object(req, true).await
     }
 
     async fn patch(
         &self,
         req: Request<PatchRequest>,
     ) -> std::result::Result<Response<ObjectResponse>, Status> {
+        let s = &self.writer(&req)?;
         let req = req.into_inner();
-        let s = &self.store;
         let r = with_kind!(req.kind.as_str(), K => s
             .patch::<K>(&req.namespace, &req.name, &req.merge_patch, req.status, req.write_id)
             .await
@@ -246,8 +277,8 @@ impl Objects for ApiServer {
         &self,
         req: Request<DeleteRequest>,
     ) -> std::result::Result<Response<ObjectResponse>, Status> {
+        let s = &self.writer(&req)?;
         let req = req.into_inner();
-        let s = &self.store;
         let r = with_kind!(req.kind.as_str(), K => s
             .delete::<K>(&req.namespace, &req.name, req.preconditions, &req.propagation_policy, req.write_id)
             .await

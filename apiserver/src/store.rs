@@ -45,6 +45,9 @@ const MAX_ATTEMPTS: u64 = 8;
 #[derive(Clone)]
 pub struct Store {
     pub node: Arc<Node>,
+    /// The Raft term every write of this store is fenced with (0: none);
+    /// set per request from the `rafter-fence-term` header.
+    pub fence_term: u64,
 }
 
 fn attempt_id(id: &Option<WriteId>, attempt: u64) -> Option<kv::WriteId> {
@@ -256,6 +259,7 @@ impl Store {
         op: kv::RequestOp,
     ) -> Result<Written> {
         let proposal = kv::Proposal {
+            fence_term: self.fence_term,
             write_id,
             op: Some(kv::proposal::Op::Txn(kv::TxnRequest {
                 compare: vec![compare],
@@ -427,6 +431,7 @@ impl Store {
         }
         let name = cm.name.clone();
         validate::prepare(&mut next).map_err(|c| ApiError::invalid(K::INFO, &name, c))?;
+        validate::transition(current, &next).map_err(|c| ApiError::invalid(K::INFO, &name, c))?;
         // Compared after defaulting: a manifest that only omits defaults
         // (or spells a quantity differently) is not a change.
         if K::INFO.has_spec && next.spec_bytes() != current.spec_bytes() {

@@ -51,6 +51,27 @@ impl Errs {
     }
 }
 
+/// Checks what an update may not change: a pod's `spec.nodeName` once set
+/// (a pod is bound once, to one node; the scheduler binds by setting it).
+pub fn transition<K: Object>(current: &K, next: &K) -> Result<(), Vec<FieldCause>> {
+    let mut errs = Errs::default();
+    if let (Some(old), Some(new)) = (
+        (current as &dyn Any).downcast_ref::<api::Pod>(),
+        (next as &dyn Any).downcast_ref::<api::Pod>(),
+    ) {
+        let old_node = old.spec.as_ref().map(|s| s.node_name.as_str()).unwrap_or("");
+        let new_node = new.spec.as_ref().map(|s| s.node_name.as_str()).unwrap_or("");
+        if !old_node.is_empty() && new_node != old_node {
+            errs.invalid(
+                "spec.nodeName",
+                new_node,
+                &format!("the pod is already bound to node {old_node:?}; a bound pod cannot move (delete it and let its controller create another)"),
+            );
+        }
+    }
+    if errs.0.is_empty() { Ok(()) } else { Err(errs.0) }
+}
+
 /// Fills defaults and validates `obj`. Returns the field errors, if any.
 pub fn prepare<K: Object>(obj: &mut K) -> Result<(), Vec<FieldCause>> {
     let mut errs = Errs::default();

@@ -36,14 +36,24 @@ use crate::error::{Outcome, classify};
 use crate::watch::WatchStream;
 use crate::write_id::WriteIds;
 
-/// Adds the bearer token to every request.
+/// The metadata key carrying the Raft term a leader-only component was
+/// started under; the masters fence its writes with it (DESIGN decision 7).
+pub const FENCE_TERM_HEADER: &str = "rafter-fence-term";
+
+/// Adds the bearer token, and the fence term when set, to every request.
 #[derive(Clone, Debug)]
-pub(crate) struct Auth(Option<tonic::metadata::AsciiMetadataValue>);
+pub(crate) struct Auth {
+    token: Option<tonic::metadata::AsciiMetadataValue>,
+    fence_term: Option<tonic::metadata::AsciiMetadataValue>,
+}
 
 impl tonic::service::Interceptor for Auth {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
-        if let Some(v) = &self.0 {
+        if let Some(v) = &self.token {
             req.metadata_mut().insert("authorization", v.clone());
+        }
+        if let Some(v) = &self.fence_term {
+            req.metadata_mut().insert(FENCE_TERM_HEADER, v.clone());
         }
         Ok(req)
     }
@@ -77,6 +87,11 @@ pub struct ClientOptions {
     /// The bearer token sent with every request (masters refuse requests
     /// without the cluster's token).
     pub token: Option<String>,
+    /// For the scheduler and controllers only: the Raft term they were
+    /// started under. Every write then carries it, and the state machine
+    /// rejects the write (`Conflict`, "fenced") when it is committed in any
+    /// other term, so a deposed leader's components can never write.
+    pub fence_term: Option<u64>,
 }
 
 impl Default for ClientOptions {
@@ -88,6 +103,7 @@ impl Default for ClientOptions {
             keep_alive_interval: Some(Duration::from_secs(10)),
             keep_alive_timeout: Duration::from_secs(5),
             token: None,
+            fence_term: None,
         }
     }
 }
@@ -665,14 +681,19 @@ fn make_channel(name: &str, uri: String, options: &ClientOptions) -> Result<Conn
             .http2_keep_alive_interval(interval)
             .keep_alive_timeout(options.keep_alive_timeout);
     }
-    let auth = Auth(match &options.token {
-        None => None,
-        Some(t) => Some(
-            format!("Bearer {}", t.trim())
-                .parse()
-                .map_err(|_| Error::InvalidToken)?,
-        ),
-    });
+    let auth = Auth {
+        token: match &options.token {
+            None => None,
+            Some(t) => Some(
+                format!("Bearer {}", t.trim())
+                    .parse()
+                    .map_err(|_| Error::InvalidToken)?,
+            ),
+        },
+        fence_term: options
+            .fence_term
+            .map(|t| t.to_string().parse().expect("a number is valid metadata")),
+    };
     Ok(InterceptedService::new(endpoint.connect_lazy(), auth))
 }
 

@@ -26,12 +26,13 @@
 mod client;
 mod endpoints;
 mod error;
+pub mod events;
 pub mod informer;
 mod objects;
 mod watch;
 mod write_id;
 
-pub use client::{Client, ClientOptions, MemberStatus};
+pub use client::{Client, ClientOptions, FENCE_TERM_HEADER, MemberStatus};
 pub use error::Error;
 pub use objects::{DeleteOptions, ObjectList, ObjectWatch, WatchEvent};
 pub use watch::WatchStream;

@@ -75,6 +75,9 @@ struct Rev {
     events: Vec<pb::Event>,
 }
 
+/// How a write rejected by term fencing starts its message.
+pub const FENCED: &str = "fenced";
+
 fn error(code: Code, message: impl Into<String>) -> PResult {
     PResult::Error(pb::ProposalError {
         code: code as i32,
@@ -279,8 +282,9 @@ impl<'a> ApplyTx<'a> {
 
     /// Applies one prost-encoded `Proposal` and returns the prost-encoded
     /// `ProposalResult`. `seed` is unique per proposal in the log and is used
-    /// to choose lease ids deterministically.
-    pub fn apply_proposal(&mut self, bytes: &[u8], seed: u64) -> Vec<u8> {
+    /// to choose lease ids deterministically; `term` is the term of the log
+    /// entry carrying it, checked against the proposal's fence term.
+    pub fn apply_proposal(&mut self, bytes: &[u8], seed: u64, term: u64) -> Vec<u8> {
         let proposal = match pb::Proposal::decode(bytes) {
             Ok(p) => p,
             Err(e) => {
@@ -299,6 +303,14 @@ impl<'a> ApplyTx<'a> {
             return previous;
         }
         let result = match proposal.op {
+            _ if proposal.fence_term != 0 && proposal.fence_term != term => error(
+                Code::FailedPrecondition,
+                format!(
+                    "{FENCED}: written by a component started in term {} but committed in term {term}; \
+                     its master is no longer the leader",
+                    proposal.fence_term
+                ),
+            ),
             None => error(Code::InvalidArgument, "proposal has no operation"),
             Some(Op::Put(req)) => {
                 let mut rev = self.begin();

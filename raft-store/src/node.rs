@@ -648,6 +648,7 @@ impl Node {
                     op: Some(pb::proposal::Op::LeaseExpire(pb::LeaseExpire {
                         ids: expired,
                     })),
+                    fence_term: 0,
                 };
                 let node = self.clone();
                 tokio::spawn(async move {

@@ -225,6 +225,7 @@ impl KvService {
         let proposal = pb::Proposal {
             write_id,
             op: Some(op),
+            fence_term: 0,
         };
         let result = self.node.propose(&proposal).await.map_err(status_of)?;
         match result.result {

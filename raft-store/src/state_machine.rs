@@ -343,7 +343,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         .proposals
                         .iter()
                         .enumerate()
-                        .map(|(i, p)| tx.apply_proposal(p, base | i as u64))
+                        .map(|(i, p)| {
+                            tx.apply_proposal(p, base | i as u64, entry.log_id.leader_id.term)
+                        })
                         .collect();
                     responses.push(LogResponse { results });
                 }

@@ -53,6 +53,7 @@ async fn concurrent_writes_share_fsyncs() {
             let proposal = pb::Proposal {
                 write_id: None,
                 op: Some(pb::proposal::Op::Put(put)),
+                fence_term: 0,
             };
             let result = node.propose(&proposal).await.expect("proposal");
             assert!(matches!(
