@@ -37,6 +37,7 @@ pub mod kv;
 pub mod local;
 pub mod objects;
 pub mod output;
+pub mod sim;
 pub mod tables;
 pub mod txn;
 
