@@ -9,7 +9,7 @@
 //! the API confirms the binding (it is then counted as bound) or the write
 //! fails (it is forgotten, and its resources are free again).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use rafter_proto::api;
 use rafter_proto::object::Object;
@@ -185,8 +185,16 @@ pub fn is_finished(pod: &api::Pod) -> bool {
     )
 }
 
-/// The parts of a Node the filters and scores read.
-fn scheduling_view(node: &api::Node) -> impl PartialEq + '_ {
+/// The parts of a Node the filters and scores read: Ready, labels, spec
+/// (cordon, taints), allocatable and capacity.
+type SchedulingView<'a> = (
+    bool,
+    Option<&'a BTreeMap<String, String>>,
+    Option<&'a api::NodeSpec>,
+    Option<(&'a BTreeMap<String, String>, &'a BTreeMap<String, String>)>,
+);
+
+fn scheduling_view(node: &api::Node) -> SchedulingView<'_> {
     let ready = filters::node_ready(node).is_ok();
     let labels = node.metadata.as_ref().map(|m| &m.labels);
     let allocatable = node.status.as_ref().map(|s| (&s.allocatable, &s.capacity));
@@ -333,6 +341,9 @@ mod tests {
             c.assume(&p, &n);
             *per_node.entry(n).or_default() += 1;
         }
-        assert_eq!(per_node.values().copied().collect::<Vec<_>>(), vec![2, 2, 2]);
+        assert_eq!(
+            per_node.values().copied().collect::<Vec<_>>(),
+            vec![2, 2, 2]
+        );
     }
 }

@@ -30,12 +30,17 @@ impl fmt::Display for Reason {
         match self {
             Reason::NotReady => write!(f, "node(s) were not ready"),
             Reason::Unschedulable => write!(f, "node(s) were unschedulable"),
-            Reason::UntoleratedTaint(k, v) => write!(f, "node(s) had untolerated taint {{{k}: {v}}}"),
+            Reason::UntoleratedTaint(k, v) => {
+                write!(f, "node(s) had untolerated taint {{{k}: {v}}}")
+            }
             Reason::NodeSelectorMismatch => {
                 write!(f, "node(s) didn't match Pod's node affinity/selector")
             }
             Reason::HostPortTaken => {
-                write!(f, "node(s) didn't have free ports for the requested pod ports")
+                write!(
+                    f,
+                    "node(s) didn't have free ports for the requested pod ports"
+                )
             }
             Reason::Insufficient(r) => write!(f, "Insufficient {r}"),
             Reason::TooManyPods => write!(f, "Too many pods"),
@@ -83,7 +88,10 @@ mod tests {
 
     #[test]
     fn reasons_read_like_kube_scheduler() {
-        assert_eq!(Reason::Insufficient("cpu".into()).to_string(), "Insufficient cpu");
+        assert_eq!(
+            Reason::Insufficient("cpu".into()).to_string(),
+            "Insufficient cpu"
+        );
         assert_eq!(Reason::TooManyPods.to_string(), "Too many pods");
         assert_eq!(
             Reason::UntoleratedTaint("dedicated".into(), "gpu".into()).to_string(),

@@ -174,11 +174,17 @@ mod tests {
     #[test]
     fn toleration_matching_follows_kubernetes_rules() {
         let t = taint("dedicated", "gpu", "NoSchedule");
-        assert!(tolerates(&toleration("dedicated", "Equal", "gpu", "NoSchedule"), &t));
+        assert!(tolerates(
+            &toleration("dedicated", "Equal", "gpu", "NoSchedule"),
+            &t
+        ));
         assert!(tolerates(&toleration("dedicated", "", "gpu", ""), &t));
         assert!(!tolerates(&toleration("dedicated", "Equal", "cpu", ""), &t));
         assert!(tolerates(&toleration("dedicated", "Exists", "", ""), &t));
-        assert!(!tolerates(&toleration("dedicated", "Exists", "", "NoExecute"), &t));
+        assert!(!tolerates(
+            &toleration("dedicated", "Exists", "", "NoExecute"),
+            &t
+        ));
         assert!(!tolerates(&toleration("other", "Exists", "", ""), &t));
         // An empty key with Exists tolerates everything.
         assert!(tolerates(&toleration("", "Exists", "", ""), &t));
@@ -222,7 +228,11 @@ mod tests {
         p.spec.as_mut().unwrap().tolerations =
             vec![toleration("dedicated", "Equal", "gpu", "NoSchedule")];
         assert_eq!(taints_tolerated(&p, &n), Ok(()));
-        n.spec.as_mut().unwrap().taints.push(taint("evict", "", "NoExecute"));
+        n.spec
+            .as_mut()
+            .unwrap()
+            .taints
+            .push(taint("evict", "", "NoExecute"));
         assert_eq!(
             taints_tolerated(&p, &n),
             Err(Reason::UntoleratedTaint("evict".into(), "".into()))
@@ -236,15 +246,20 @@ mod tests {
         let mut n = node("n1", "2", "4Gi", "110");
         let mut p = pod("a", "100m", "");
         assert_eq!(node_selector_matches(&p, &n), Ok(()));
-        p.spec.as_mut().unwrap().node_selector =
-            [("disk".to_string(), "ssd".to_string())].into();
-        assert_eq!(node_selector_matches(&p, &n), Err(Reason::NodeSelectorMismatch));
+        p.spec.as_mut().unwrap().node_selector = [("disk".to_string(), "ssd".to_string())].into();
+        assert_eq!(
+            node_selector_matches(&p, &n),
+            Err(Reason::NodeSelectorMismatch)
+        );
         n.metadata
             .as_mut()
             .unwrap()
             .labels
             .insert("disk".into(), "hdd".into());
-        assert_eq!(node_selector_matches(&p, &n), Err(Reason::NodeSelectorMismatch));
+        assert_eq!(
+            node_selector_matches(&p, &n),
+            Err(Reason::NodeSelectorMismatch)
+        );
         n.metadata
             .as_mut()
             .unwrap()
@@ -268,7 +283,10 @@ mod tests {
     fn resources_count_placed_pods_against_allocatable() {
         let mut n = info(node("n1", "2", "4Gi", "110"));
         n.add_pod(&PodInfo::new(pod("a", "1500m", "1Gi")));
-        assert_eq!(resources_fit(&PodInfo::new(pod("b", "500m", "3Gi")), &n), Ok(()));
+        assert_eq!(
+            resources_fit(&PodInfo::new(pod("b", "500m", "3Gi")), &n),
+            Ok(())
+        );
         assert_eq!(
             resources_fit(&PodInfo::new(pod("c", "501m", "1Gi")), &n),
             Err(vec![Reason::Insufficient("cpu".into())])
@@ -300,7 +318,10 @@ mod tests {
         n.spec.as_mut().unwrap().unschedulable = true;
         let big = PodInfo::new(pod("big", "2", ""));
         // Cordoned and too small: only the cordon is reported.
-        assert_eq!(run(&big, &info(n.clone())), Err(vec![Reason::Unschedulable]));
+        assert_eq!(
+            run(&big, &info(n.clone())),
+            Err(vec![Reason::Unschedulable])
+        );
         n.spec.as_mut().unwrap().unschedulable = false;
         assert_eq!(
             run(&big, &info(n.clone())),

@@ -126,7 +126,10 @@ impl NodeInfo {
     }
 
     pub fn name(&self) -> &str {
-        self.node.as_ref().map(|n| n.metadata().name.as_str()).unwrap_or("")
+        self.node
+            .as_ref()
+            .map(|n| n.metadata().name.as_str())
+            .unwrap_or("")
     }
 
     /// Counts `pod` as placed here.

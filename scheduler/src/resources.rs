@@ -187,7 +187,10 @@ mod tests {
 
     #[test]
     fn non_zero_requests_default_what_a_container_leaves_out() {
-        let p = pod(vec![container(&[("cpu", "200m")], &[]), container(&[], &[])]);
+        let p = pod(vec![
+            container(&[("cpu", "200m")], &[]),
+            container(&[], &[]),
+        ]);
         assert_eq!(
             non_zero_requests(&p),
             (200 + DEFAULT_MILLI_CPU, 2 * DEFAULT_MEMORY_MILLIS)
@@ -204,7 +207,8 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(node_allocatable(&node).get(CPU), 4000);
-        node.status.as_mut().unwrap().allocatable = [("cpu".to_string(), "3500m".to_string())].into();
+        node.status.as_mut().unwrap().allocatable =
+            [("cpu".to_string(), "3500m".to_string())].into();
         assert_eq!(node_allocatable(&node).get(CPU), 3500);
     }
 }

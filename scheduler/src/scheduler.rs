@@ -312,8 +312,7 @@ impl State {
                 p.failures += 1;
                 self.queue
                     .add_unschedulable(key, now + queue::backoff(p.failures));
-                let update =
-                    with_unschedulable_condition(&p.info.pod, &message, SystemTime::now());
+                let update = with_unschedulable_condition(&p.info.pod, &message, SystemTime::now());
                 let event_due = update.is_some()
                     || p.last_event
                         .is_none_or(|at| now.duration_since(at) >= EVENT_REPEAT);
@@ -481,7 +480,12 @@ mod tests {
         assert_eq!(status.phase, "Pending");
         let c = &status.conditions[0];
         assert_eq!(
-            (c.r#type.as_str(), c.status.as_str(), c.reason.as_str(), c.message.as_str()),
+            (
+                c.r#type.as_str(),
+                c.status.as_str(),
+                c.reason.as_str(),
+                c.message.as_str()
+            ),
             ("PodScheduled", "False", "Unschedulable", msg)
         );
         assert_eq!(c.last_transition_time, format_rfc3339_utc(t0));

@@ -32,7 +32,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::sim::SimOptions;
 use crate::supervisor::CONTROL_PLANE_KEY;
-use crate::{out, outln};
 
 /// Options of `rafter bench scheduler`.
 #[derive(Debug, Args)]
