@@ -103,7 +103,10 @@ fn pod(name: &str, cpu: &str) -> api::Pod {
 }
 
 async fn create_pods(client: &Client, names: &[String], cpu: &str) {
-    let results = futures::future::join_all(names.iter().map(|n| client.create(&pod(n, cpu)))).await;
+    let results = futures::future::join_all(names.iter().map(|n| async move {
+        client.create(&pod(n, cpu)).await
+    }))
+    .await;
     for r in results {
         r.expect("create pod");
     }
