@@ -64,15 +64,19 @@ where
 }
 
 async fn wait_nodes_ready(client: &Client, count: usize) {
-    wait_for("the simulated nodes to be Ready", Duration::from_secs(30), || async {
-        let nodes = client.list::<api::Node>("", "", "").await.ok()?;
-        let ready = nodes
-            .items
-            .iter()
-            .filter(|n| rafter_scheduler::filters::node_ready(n).is_ok())
-            .count();
-        (ready == count).then_some(())
-    })
+    wait_for(
+        "the simulated nodes to be Ready",
+        Duration::from_secs(30),
+        || async {
+            let nodes = client.list::<api::Node>("", "", "").await.ok()?;
+            let ready = nodes
+                .items
+                .iter()
+                .filter(|n| rafter_scheduler::filters::node_ready(n).is_ok())
+                .count();
+            (ready == count).then_some(())
+        },
+    )
     .await;
 }
 
@@ -103,9 +107,11 @@ fn pod(name: &str, cpu: &str) -> api::Pod {
 }
 
 async fn create_pods(client: &Client, names: &[String], cpu: &str) {
-    let results = futures::future::join_all(names.iter().map(|n| async move {
-        client.create(&pod(n, cpu)).await
-    }))
+    let results = futures::future::join_all(
+        names
+            .iter()
+            .map(|n| async move { client.create(&pod(n, cpu)).await }),
+    )
     .await;
     for r in results {
         r.expect("create pod");
@@ -175,30 +181,43 @@ async fn pods_beyond_capacity_stay_pending_with_the_reason_and_bind_when_room_fr
     let names: Vec<String> = (0..30).map(|i| format!("web-{i}")).collect();
     create_pods(&client, &names, "500m").await;
     let message = "0/5 nodes are available: 5 Insufficient cpu.";
-    let (per_node, pending) = wait_for("20 pods bound, 10 unschedulable", Duration::from_secs(30), || async {
-        let (per_node, pending) = placements(&client).await;
-        let bound: usize = per_node.values().sum();
-        (bound == 20 && pending.len() == 10 && all_say(&pending, message)).then_some((per_node, pending))
-    })
+    let (per_node, pending) = wait_for(
+        "20 pods bound, 10 unschedulable",
+        Duration::from_secs(30),
+        || async {
+            let (per_node, pending) = placements(&client).await;
+            let bound: usize = per_node.values().sum();
+            (bound == 20 && pending.len() == 10 && all_say(&pending, message))
+                .then_some((per_node, pending))
+        },
+    )
     .await;
     // Evenly spread, and no node beyond its 2 cpu (4 pods of 500m).
-    assert_eq!(per_node.values().copied().collect::<Vec<_>>(), vec![4; 5], "{per_node:?}");
+    assert_eq!(
+        per_node.values().copied().collect::<Vec<_>>(),
+        vec![4; 5],
+        "{per_node:?}"
+    );
 
     // A FailedScheduling event tells the same story.
     let stuck = pending[0].metadata().name.clone();
-    wait_for("a FailedScheduling event", Duration::from_secs(10), || async {
-        let events = client.list::<api::Event>("default", "", "").await.ok()?;
-        events
-            .items
-            .iter()
-            .any(|e| {
-                e.reason == "FailedScheduling"
-                    && e.r#type == "Warning"
-                    && e.message == message
-                    && e.involved_object.as_ref().is_some_and(|o| o.name == stuck)
-            })
-            .then_some(())
-    })
+    wait_for(
+        "a FailedScheduling event",
+        Duration::from_secs(10),
+        || async {
+            let events = client.list::<api::Event>("default", "", "").await.ok()?;
+            events
+                .items
+                .iter()
+                .any(|e| {
+                    e.reason == "FailedScheduling"
+                        && e.r#type == "Warning"
+                        && e.message == message
+                        && e.involved_object.as_ref().is_some_and(|o| o.name == stuck)
+                })
+                .then_some(())
+        },
+    )
     .await;
 
     // Delete three bound pods: three pending ones take their place.
@@ -220,11 +239,20 @@ async fn pods_beyond_capacity_stay_pending_with_the_reason_and_bind_when_room_fr
     let (per_node, still) = wait_for("3 pending pods bound", Duration::from_secs(30), || async {
         let (per_node, pending) = placements(&client).await;
         let bound: usize = per_node.values().sum();
-        (bound == 20 && pending.len() == 7 && all_say(&pending, message)).then_some((per_node, pending))
+        (bound == 20 && pending.len() == 7 && all_say(&pending, message))
+            .then_some((per_node, pending))
     })
     .await;
-    assert_eq!(per_node.values().copied().collect::<Vec<_>>(), vec![4; 5], "{per_node:?}");
-    assert!(still.iter().all(|p| was_pending.contains(&p.metadata().name)));
+    assert_eq!(
+        per_node.values().copied().collect::<Vec<_>>(),
+        vec![4; 5],
+        "{per_node:?}"
+    );
+    assert!(
+        still
+            .iter()
+            .all(|p| was_pending.contains(&p.metadata().name))
+    );
     // The newly bound pods got a Scheduled event.
     let newly_bound: Vec<&String> = was_pending
         .iter()
@@ -263,7 +291,8 @@ async fn cordoned_nodes_hold_pods_until_uncordoned_and_a_leader_kill_binds_each_
     let seen: Arc<Mutex<HashMap<String, Vec<String>>>> = Arc::default();
     {
         let seen = seen.clone();
-        let mut watch = client.watch_objects::<api::Pod>("default", "", "", &start.resource_version);
+        let mut watch =
+            client.watch_objects::<api::Pod>("default", "", "", &start.resource_version);
         tokio::spawn(async move {
             while let Some(Ok(ev)) = watch.next().await {
                 if let WatchEvent::Added(p) | WatchEvent::Modified(p) = ev {
@@ -285,10 +314,14 @@ async fn cordoned_nodes_hold_pods_until_uncordoned_and_a_leader_kill_binds_each_
     let names: Vec<String> = (0..40).map(|i| format!("job-{i}")).collect();
     create_pods(&client, &names, "250m").await;
     let message = "0/5 nodes are available: 5 node(s) were unschedulable.";
-    wait_for("40 pods pending on cordoned nodes", Duration::from_secs(30), || async {
-        let (per_node, pending) = placements(&client).await;
-        (per_node.is_empty() && pending.len() == 40 && all_say(&pending, message)).then_some(())
-    })
+    wait_for(
+        "40 pods pending on cordoned nodes",
+        Duration::from_secs(30),
+        || async {
+            let (per_node, pending) = placements(&client).await;
+            (per_node.is_empty() && pending.len() == 40 && all_say(&pending, message)).then_some(())
+        },
+    )
     .await;
 
     // Uncordon, and kill the leader while it is binding.
@@ -296,20 +329,35 @@ async fn cordoned_nodes_hold_pods_until_uncordoned_and_a_leader_kill_binds_each_
     futures::future::join_all(nodes.iter().map(|n| set_cordon(&client, n, false))).await;
     cluster.kill(leader);
 
-    let per_node = wait_for("all 40 pods bound after the kill", Duration::from_secs(60), || async {
-        let (per_node, pending) = placements(&client).await;
-        pending.is_empty().then_some(per_node)
-    })
+    let per_node = wait_for(
+        "all 40 pods bound after the kill",
+        Duration::from_secs(60),
+        || async {
+            let (per_node, pending) = placements(&client).await;
+            pending.is_empty().then_some(per_node)
+        },
+    )
     .await;
-    assert_eq!(per_node.values().copied().collect::<Vec<_>>(), vec![8; 5], "{per_node:?}");
+    assert_eq!(
+        per_node.values().copied().collect::<Vec<_>>(),
+        vec![8; 5],
+        "{per_node:?}"
+    );
     // Each pod was only ever seen on one node.
-    let seen = wait_for("the watch to see every binding", Duration::from_secs(30), || async {
-        let s = seen.lock().unwrap();
-        (s.len() == 40).then(|| s.clone())
-    })
+    let seen = wait_for(
+        "the watch to see every binding",
+        Duration::from_secs(30),
+        || async {
+            let s = seen.lock().unwrap();
+            (s.len() == 40).then(|| s.clone())
+        },
+    )
     .await;
     let moved: Vec<_> = seen.iter().filter(|(_, n)| n.len() != 1).collect();
-    assert!(moved.is_empty(), "pods seen on more than one node: {moved:?}");
+    assert!(
+        moved.is_empty(),
+        "pods seen on more than one node: {moved:?}"
+    );
 }
 
 #[test]

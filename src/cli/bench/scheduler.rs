@@ -107,7 +107,11 @@ pub async fn run(a: SchedulerArgs) -> anyhow::Result<()> {
     )?;
     let mut cluster = rafter_bench::cluster::Cluster::rafter(&bin, dir.path(), 3, &a.server_args)?;
     let sims = CancellationToken::new();
-    let result = measure(&mut cluster, &a, failover_pods, &sims).await;
+    // Ctrl-C still kills the masters and removes the run directory.
+    let result = tokio::select! {
+        r = measure(&mut cluster, &a, failover_pods, &sims) => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
     sims.cancel();
     cluster.stop();
     if a.keep_data {
@@ -220,7 +224,11 @@ fn watch_bindings(client: Client, revision: String, seen: Shared, stop: Cancella
                 }
                 None => return,
             };
-            let node = pod.spec.as_ref().map(|s| s.node_name.clone()).unwrap_or_default();
+            let node = pod
+                .spec
+                .as_ref()
+                .map(|s| s.node_name.clone())
+                .unwrap_or_default();
             if node.is_empty() {
                 continue;
             }
@@ -243,7 +251,11 @@ fn watch_bindings(client: Client, revision: String, seen: Shared, stop: Cancella
 }
 
 /// Creates `names` with `concurrency` creates in flight over `clients`.
-async fn create_all(clients: &[Client], names: Vec<String>, concurrency: usize) -> anyhow::Result<()> {
+async fn create_all(
+    clients: &[Client],
+    names: Vec<String>,
+    concurrency: usize,
+) -> anyhow::Result<()> {
     let clients = clients.to_vec();
     let results: Vec<anyhow::Result<()>> = futures::stream::iter(names.into_iter().enumerate())
         .map(|(i, name)| {
@@ -379,19 +391,29 @@ async fn measure(
             break;
         }
         if Instant::now() > deadline {
-            bail!("only {ready} of {} simulated nodes Ready after 120 s", a.nodes);
+            bail!(
+                "only {ready} of {} simulated nodes Ready after 120 s",
+                a.nodes
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    outln!("{} simulated nodes Ready", a.nodes)?;
 
     let start = client.list::<api::Pod>(NAMESPACE, "", "").await?;
     let seen: Shared = Arc::default();
     let stop_watch = sims.child_token();
-    watch_bindings(client.clone(), start.resource_version, seen.clone(), stop_watch);
+    watch_bindings(
+        client.clone(),
+        start.resource_version,
+        seen.clone(),
+        stop_watch,
+    );
     // One pod first: the scheduler is up and the watch sees bindings.
     let warmup = vec!["warmup".to_string()];
     create_all(&clients, warmup.clone(), 1).await?;
     wait_bound(&seen, &warmup, Duration::from_secs(60)).await?;
+    outln!("the scheduler bound a first pod; creating {} pods", a.pods)?;
 
     // 1. Throughput.
     let names: Vec<String> = (0..a.pods).map(|i| format!("b1-{i}")).collect();
@@ -401,6 +423,10 @@ async fn measure(
     let limit = Duration::from_secs(60 + a.pods as u64 / 20);
     let last = wait_bound(&seen, &names, limit).await?;
     let bound_secs = last.duration_since(t0).as_secs_f64();
+    outln!(
+        "all {} bound; creating {failover_pods} more and killing the leader",
+        a.pods
+    )?;
 
     // 2. Failover.
     let (leader_index, _) = leader(&client, &endpoints).await?;
