@@ -303,8 +303,7 @@ impl State {
                 }
                 let client = self.client.clone();
                 self.binds.spawn(async move {
-                    // A compare-and-swap: resourceVersion is the one seen.
-                    let result = client.update(&pod).await;
+                    let result = bind(&client, &pod).await;
                     (key, node, result)
                 });
             }
@@ -354,12 +353,14 @@ impl State {
         self.in_flight.remove(&key);
         match result {
             Ok(bound) => {
-                self.bound += 1;
+                if node_of(&bound) == node {
+                    self.bound += 1;
+                }
                 let same_pod = self
                     .known
                     .get(&key)
                     .is_some_and(|(uid, _)| *uid == bound.metadata().uid);
-                if self.options.scheduled_events {
+                if self.options.scheduled_events && node_of(&bound) == node {
                     let message = format!("Successfully assigned {}/{} to {node}", key.0, key.1);
                     let recorder = self.recorder.clone();
                     let slots = self.write_slots.clone();
@@ -403,6 +404,31 @@ impl State {
             }
         }
     }
+}
+
+/// Writes a binding: a compare-and-swap on the resourceVersion the
+/// scheduler saw. When the outcome is unknown (no master answered in time:
+/// the write may still have been committed), reads the pod back before
+/// calling it failed, so that a binding that did land is not forgotten and
+/// its resources given to another pod.
+async fn bind(client: &Client, pod: &api::Pod) -> Result<api::Pod, Error> {
+    let err = match client.update(pod).await {
+        Ok(bound) => return Ok(bound),
+        Err(e) if e.reason().is_some() => return Err(e),
+        Err(e) => e,
+    };
+    let m = pod.metadata();
+    match client.get_object::<api::Pod>(&m.namespace, &m.name).await {
+        Ok(now) if now.metadata().uid == m.uid && !node_of(&now).is_empty() => Ok(now),
+        _ => Err(err),
+    }
+}
+
+fn node_of(pod: &api::Pod) -> &str {
+    pod.spec
+        .as_ref()
+        .map(|s| s.node_name.as_str())
+        .unwrap_or("")
 }
 
 /// `pod` with its PodScheduled condition set to False, reason
