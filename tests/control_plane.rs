@@ -78,7 +78,7 @@ async fn control_loops_follow_the_leader_and_a_stale_term_cannot_write() {
 
     // Freeze the leader: its components stop mid-flight, still holding
     // term `old_term`. The others elect a leader, whose supervisor starts.
-    cluster.signal(leader, "STOP");
+    cluster.signal(leader, "-STOP");
     let frozen = Instant::now();
     let others: Vec<String> = cluster
         .masters
@@ -138,7 +138,7 @@ async fn control_loops_follow_the_leader_and_a_stale_term_cannot_write() {
     // The old leader wakes up with its components of the old term: they
     // cannot overwrite the record of the new one (only a later election
     // could move the control loops again).
-    cluster.signal(leader, "CONT");
+    cluster.signal(leader, "-CONT");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (m, t) = control_plane(&live).await.unwrap();
     assert!(
