@@ -105,8 +105,8 @@ mod tests {
 
     #[test]
     fn message_counts_reasons_most_frequent_first() {
-        let cpu = vec![Reason::Insufficient("cpu".into())];
-        let cordoned = vec![Reason::Unschedulable];
+        let cpu = [Reason::Insufficient("cpu".into())];
+        let cordoned = [Reason::Unschedulable];
         let msg = unschedulable_message(3, [&cpu[..], &cordoned[..], &cpu[..]]);
         assert_eq!(
             msg,
@@ -116,11 +116,11 @@ mod tests {
 
     #[test]
     fn message_counts_every_reason_of_a_node_and_breaks_ties_by_text() {
-        let both = vec![
+        let both = [
             Reason::Insufficient("cpu".into()),
             Reason::Insufficient("memory".into()),
         ];
-        let ports = vec![Reason::HostPortTaken];
+        let ports = [Reason::HostPortTaken];
         let msg = unschedulable_message(2, [&both[..], &ports[..]]);
         assert_eq!(
             msg,
