@@ -144,7 +144,8 @@ fn deployment(
 /// and ready.
 async fn wait_rolled_out(cluster: &Cluster, client: &Client, name: &str, replicas: usize, image_want: &str) {
     let selector = format!("app={name}");
-    wait_for(cluster, &format!("{name} rolled out to {image_want}"), Duration::from_secs(60), || async {
+    let selector = selector.as_str();
+    wait_for(cluster, &format!("{name} rolled out to {image_want}"), Duration::from_secs(60), || async move {
         let d = client.get_object::<api::Deployment>("default", name).await.ok()?;
         let s = d.status.clone()?;
         let r = replicas as i32;
@@ -152,7 +153,7 @@ async fn wait_rolled_out(cluster: &Cluster, client: &Client, name: &str, replica
             && s.replicas == r
             && s.updated_replicas == r
             && s.available_replicas == r;
-        let ps = pods(client, &selector).await;
+        let ps = pods(client, selector).await;
         let pods_done = ps.len() == replicas
             && ps.iter().all(|p| is_ready(p) && image(p) == image_want);
         (status_done && pods_done).then_some(())
@@ -245,6 +246,7 @@ async fn deployment_scales_within_node_capacity_and_extra_pods_stay_pending() {
     let cluster = Cluster::start(3, &[]);
     cluster.leader().await;
     let client = cluster.client().await;
+    let client = &client;
     // 5 nodes of 8 pods: room for 40.
     let _sim = sim_nodes(&cluster, 5, 8);
     let (ok, out, err) = cluster.cli(&[
@@ -274,7 +276,7 @@ async fn deployment_scales_within_node_capacity_and_extra_pods_stay_pending() {
 
     let (ok, out, err) = cluster.cli(&["scale", "deployment/web", "--replicas=50"]);
     assert!(ok, "{out}{err}");
-    let (running, pending) = wait_for(&cluster, "40 pods running, 10 pending", Duration::from_secs(60), || async {
+    let (running, pending) = wait_for(&cluster, "40 pods running, 10 pending", Duration::from_secs(60), || async move {
         let ps = pods(&client, "app=web").await;
         let running: Vec<_> = ps.iter().filter(|p| is_ready(p)).cloned().collect();
         let pending: Vec<_> = ps.iter().filter(|p| node(p).is_empty()).cloned().collect();
@@ -293,7 +295,7 @@ async fn deployment_scales_within_node_capacity_and_extra_pods_stay_pending() {
             "a pending pod says why: {reason:?}"
         );
     }
-    let d = wait_for(&cluster, "status of 50 with 40 available", Duration::from_secs(30), || async {
+    let d = wait_for(&cluster, "status of 50 with 40 available", Duration::from_secs(30), || async move {
         let d = client.get_object::<api::Deployment>("default", "web").await.ok()?;
         let s = d.status.clone()?;
         (s.replicas == 50 && s.available_replicas == 40 && s.unavailable_replicas == 10).then_some(d)
@@ -309,6 +311,7 @@ async fn rolling_update_keeps_every_replica_ready_and_undo_returns_to_v1() {
     let cluster = Cluster::start(3, &[]);
     cluster.leader().await;
     let client = cluster.client().await;
+    let client = &client;
     let _sim = sim_nodes(&cluster, 5, 20);
     client
         .create(&deployment("web", 5, "demo/web:v1", "1", "0"))
@@ -317,6 +320,11 @@ async fn rolling_update_keeps_every_replica_ready_and_undo_returns_to_v1() {
     wait_rolled_out(&cluster, &client, "web", 5, "demo/web:v1").await;
 
     let watch = PodWatch::start(&client, "app=web").await;
+    let (ok, out, err) = cluster.cli(&["set", "image", "deployment/web", "web=demo/web:v2"]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(out, "deployment.apps/web image updated\n");
+    // As with kubectl, the change-cause is annotated after the change (the
+    // controller copies it onto the current ReplicaSet).
     let (ok, out, err) = cluster.cli(&[
         "annotate",
         "deployment",
@@ -324,9 +332,6 @@ async fn rolling_update_keeps_every_replica_ready_and_undo_returns_to_v1() {
         "kubernetes.io/change-cause=image v2",
     ]);
     assert!(ok, "{out}{err}");
-    let (ok, out, err) = cluster.cli(&["set", "image", "deployment/web", "web=demo/web:v2"]);
-    assert!(ok, "{out}{err}");
-    assert_eq!(out, "deployment.apps/web image updated\n");
     let (ok, out, err) = cluster.cli(&["rollout", "status", "deployment/web", "--timeout=60s"]);
     assert!(ok, "{out}{err}");
     assert!(
@@ -383,6 +388,7 @@ async fn pause_holds_a_rollout_until_resume() {
     let cluster = Cluster::start(3, &[]);
     cluster.leader().await;
     let client = cluster.client().await;
+    let client = &client;
     let _sim = sim_nodes(&cluster, 3, 20);
     client
         .create(&deployment("api", 3, "demo/api:v1", "1", "0"))
@@ -398,7 +404,7 @@ async fn pause_holds_a_rollout_until_resume() {
     assert!(ok, "{out}{err}");
     // The controller sees the paused template change (generation observed,
     // Progressing says DeploymentPaused) and makes no new ReplicaSet.
-    wait_for(&cluster, "paused condition", Duration::from_secs(30), || async {
+    wait_for(&cluster, "paused condition", Duration::from_secs(30), || async move {
         let d = client.get_object::<api::Deployment>("default", "api").await.ok()?;
         let s = d.status.clone()?;
         let paused = s
@@ -425,6 +431,7 @@ async fn a_new_leader_finishes_a_rollout_without_extra_pods() {
     let mut cluster = Cluster::start(3, &[]);
     cluster.leader().await;
     let client = cluster.client().await;
+    let client = &client;
     let _sim = sim_nodes(&cluster, 5, 20);
     client
         .create(&deployment("web", 10, "demo/web:v1", "2", "0"))
@@ -436,7 +443,7 @@ async fn a_new_leader_finishes_a_rollout_without_extra_pods() {
     let (ok, out, err) = cluster.cli(&["set", "image", "deployment/web", "web=demo/web:v2"]);
     assert!(ok, "{out}{err}");
     // Mid-rollout: some v2 pods exist, some v1 pods remain.
-    wait_for(&cluster, "rollout under way", Duration::from_secs(30), || async {
+    wait_for(&cluster, "rollout under way", Duration::from_secs(30), || async move {
         let ps = pods(&client, "app=web").await;
         let v2 = ps.iter().filter(|p| image(p) == "demo/web:v2").count();
         let v1 = ps.iter().filter(|p| image(p) == "demo/web:v1").count();

@@ -182,8 +182,9 @@ pub struct DeploymentController {
     recorder: Recorder,
     deployments: Cache<api::Deployment>,
     replica_sets: Cache<api::ReplicaSet>,
-    /// ReplicaSets this controller wrote: the revision written and when.
-    written: Mutex<HashMap<Key, (u64, Instant)>>,
+    /// ReplicaSets this controller wrote: the revision written, when, and
+    /// for which Deployment.
+    written: Mutex<HashMap<Key, (u64, Instant, String)>>,
 }
 
 fn revision_of<K: Object>(obj: &K) -> u64 {
@@ -195,27 +196,31 @@ fn now_string() -> String {
 }
 
 impl DeploymentController {
-    fn note_written(&self, rs: &api::ReplicaSet) {
-        self.written
-            .lock()
-            .expect("written lock")
-            .insert(key_of(rs), (revision_of(rs), Instant::now()));
+    /// Remembers a ReplicaSet write, so the next reconcile of its
+    /// Deployment waits until the cache shows it.
+    fn note_written(&self, rs: &api::ReplicaSet, d: &api::Deployment) {
+        self.written.lock().expect("written lock").insert(
+            key_of(rs),
+            (revision_of(rs), Instant::now(), d.metadata().name.clone()),
+        );
     }
 
-    /// Whether every ReplicaSet this controller wrote in `namespace` shows
-    /// that write in the cache (or the wait has timed out).
-    fn cache_caught_up(&self, namespace: &str) -> bool {
+    /// Whether every ReplicaSet write made for Deployment `key` shows in
+    /// the cache (or the wait for it has timed out).
+    fn cache_caught_up(&self, key: &Key) -> bool {
         let mut written = self.written.lock().expect("written lock");
-        written.retain(|key, (rev, at)| {
+        written.retain(|rs_key, (rev, at, _)| {
             if at.elapsed() > CACHE_WAIT {
                 return false;
             }
-            match self.replica_sets.get(&key.0, &key.1) {
+            match self.replica_sets.get(&rs_key.0, &rs_key.1) {
                 Some(rs) => revision_of(&rs) < *rev,
                 None => true,
             }
         });
-        !written.keys().any(|k| k.0 == namespace)
+        !written
+            .iter()
+            .any(|(rs_key, (_, _, owner))| rs_key.0 == key.0 && *owner == key.1)
     }
 
     /// Sets `rs` to `replicas` (and the replica annotations); records a
@@ -235,7 +240,7 @@ impl DeploymentController {
         }
         next.spec.get_or_insert_default().replicas = Some(replicas);
         let written = self.client.update(&next).await?;
-        self.note_written(&written);
+        self.note_written(&written, d);
         if current != replicas {
             let verb = if replicas > current { "up" } else { "down" };
             let message = format!(
@@ -280,7 +285,7 @@ impl DeploymentController {
                     }
                     match self.client.update(&adopted(&rs, d)).await {
                         Ok(rs) => {
-                            self.note_written(&rs);
+                            self.note_written(&rs, d);
                             owned.push(rs);
                         }
                         Err(e) if e.is_reason("NotFound") => {}
@@ -288,7 +293,7 @@ impl DeploymentController {
                     }
                 }
                 Claim::Release => match self.client.update(&released(&rs, &dm.uid)).await {
-                    Ok(rs) => self.note_written(&rs),
+                    Ok(rs) => self.note_written(&rs, d),
                     Err(e) if e.is_reason("NotFound") => {}
                     Err(e) => return Err(e),
                 },
@@ -329,7 +334,7 @@ impl DeploymentController {
                 }
                 let rs = if changed {
                     let w = self.client.update(&next).await?;
-                    self.note_written(&w);
+                    self.note_written(&w, d);
                     w
                 } else {
                     rs
@@ -394,7 +399,7 @@ impl DeploymentController {
             set_replicas_annotations(&mut rs, d_replicas(d), d_replicas(d) + max_surge(d));
             match self.client.create(&rs).await {
                 Ok(created) => {
-                    self.note_written(&created);
+                    self.note_written(&created, d);
                     if replicas > 0 {
                         let message = format!(
                             "Scaled up replica set {} to {replicas}",
@@ -416,7 +421,7 @@ impl DeploymentController {
                         .is_some_and(|r| r.uid == d.metadata().uid);
                     if ours && equal_ignore_hash(&rs_template(&existing), &template) {
                         // Made by an earlier reconcile; the cache lags.
-                        self.note_written(&existing);
+                        self.note_written(&existing, d);
                         return Ok(existing);
                     }
                     last_err = Some(e);
@@ -669,7 +674,7 @@ impl Reconciler for DeploymentController {
         let Some(d) = self.deployments.get(&key.0, &key.1) else {
             return Ok(Action::Done);
         };
-        if !self.cache_caught_up(&key.0) {
+        if !self.cache_caught_up(key) {
             return Ok(Action::RequeueAfter(Duration::from_millis(20)));
         }
         let rs_list = self.claim_replica_sets(&d).await?;
