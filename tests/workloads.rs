@@ -142,22 +142,36 @@ fn deployment(
 /// Waits until deployment `name` reports `replicas` updated, ready and
 /// available pods and exactly that many pods exist, all running `image`
 /// and ready.
-async fn wait_rolled_out(cluster: &Cluster, client: &Client, name: &str, replicas: usize, image_want: &str) {
+async fn wait_rolled_out(
+    cluster: &Cluster,
+    client: &Client,
+    name: &str,
+    replicas: usize,
+    image_want: &str,
+) {
     let selector = format!("app={name}");
     let selector = selector.as_str();
-    wait_for(cluster, &format!("{name} rolled out to {image_want}"), Duration::from_secs(60), || async move {
-        let d = client.get_object::<api::Deployment>("default", name).await.ok()?;
-        let s = d.status.clone()?;
-        let r = replicas as i32;
-        let status_done = s.observed_generation >= d.metadata().generation
-            && s.replicas == r
-            && s.updated_replicas == r
-            && s.available_replicas == r;
-        let ps = pods(client, selector).await;
-        let pods_done = ps.len() == replicas
-            && ps.iter().all(|p| is_ready(p) && image(p) == image_want);
-        (status_done && pods_done).then_some(())
-    })
+    wait_for(
+        cluster,
+        &format!("{name} rolled out to {image_want}"),
+        Duration::from_secs(60),
+        || async move {
+            let d = client
+                .get_object::<api::Deployment>("default", name)
+                .await
+                .ok()?;
+            let s = d.status.clone()?;
+            let r = replicas as i32;
+            let status_done = s.observed_generation >= d.metadata().generation
+                && s.replicas == r
+                && s.updated_replicas == r
+                && s.available_replicas == r;
+            let ps = pods(client, selector).await;
+            let pods_done =
+                ps.len() == replicas && ps.iter().all(|p| is_ready(p) && image(p) == image_want);
+            (status_done && pods_done).then_some(())
+        },
+    )
     .await;
 }
 
@@ -267,7 +281,10 @@ async fn deployment_scales_within_node_capacity_and_extra_pods_stay_pending() {
         assert!(owner.name.starts_with("web-"), "{}", owner.name);
         assert!(p.metadata().name.starts_with(&format!("{}-", owner.name)));
     }
-    assert!(per_node.len() >= 3, "20 pods spread over the nodes: {per_node:?}");
+    assert!(
+        per_node.len() >= 3,
+        "20 pods spread over the nodes: {per_node:?}"
+    );
     assert!(per_node.values().all(|n| *n <= 8), "{per_node:?}");
 
     let (ok, out, err) = cluster.cli(&["scale", "deployment", "web", "--replicas=5"]);
@@ -276,12 +293,18 @@ async fn deployment_scales_within_node_capacity_and_extra_pods_stay_pending() {
 
     let (ok, out, err) = cluster.cli(&["scale", "deployment/web", "--replicas=50"]);
     assert!(ok, "{out}{err}");
-    let (running, pending) = wait_for(&cluster, "40 pods running, 10 pending", Duration::from_secs(60), || async move {
-        let ps = pods(&client, "app=web").await;
-        let running: Vec<_> = ps.iter().filter(|p| is_ready(p)).cloned().collect();
-        let pending: Vec<_> = ps.iter().filter(|p| node(p).is_empty()).cloned().collect();
-        (ps.len() == 50 && running.len() == 40 && pending.len() == 10).then_some((running, pending))
-    })
+    let (running, pending) = wait_for(
+        &cluster,
+        "40 pods running, 10 pending",
+        Duration::from_secs(60),
+        || async move {
+            let ps = pods(&client, "app=web").await;
+            let running: Vec<_> = ps.iter().filter(|p| is_ready(p)).cloned().collect();
+            let pending: Vec<_> = ps.iter().filter(|p| node(p).is_empty()).cloned().collect();
+            (ps.len() == 50 && running.len() == 40 && pending.len() == 10)
+                .then_some((running, pending))
+        },
+    )
     .await;
     assert_eq!(running.len() + pending.len(), 50);
     for p in &pending {
@@ -295,11 +318,20 @@ async fn deployment_scales_within_node_capacity_and_extra_pods_stay_pending() {
             "a pending pod says why: {reason:?}"
         );
     }
-    let d = wait_for(&cluster, "status of 50 with 40 available", Duration::from_secs(30), || async move {
-        let d = client.get_object::<api::Deployment>("default", "web").await.ok()?;
-        let s = d.status.clone()?;
-        (s.replicas == 50 && s.available_replicas == 40 && s.unavailable_replicas == 10).then_some(d)
-    })
+    let d = wait_for(
+        &cluster,
+        "status of 50 with 40 available",
+        Duration::from_secs(30),
+        || async move {
+            let d = client
+                .get_object::<api::Deployment>("default", "web")
+                .await
+                .ok()?;
+            let s = d.status.clone()?;
+            (s.replicas == 50 && s.available_replicas == 40 && s.unavailable_replicas == 10)
+                .then_some(d)
+        },
+    )
     .await;
     assert_eq!(d.status.expect("status").updated_replicas, 50);
     // The ReplicaSet did not overshoot: still exactly 50 pods.
@@ -349,12 +381,25 @@ async fn rolling_update_keeps_every_replica_ready_and_undo_returns_to_v1() {
     assert!(ok, "{out}{err}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "deployment.apps/web");
-    assert!(lines[1].starts_with("REVISION") && lines[1].ends_with("CHANGE-CAUSE"), "{out}");
-    assert!(lines[2].starts_with('1') && lines[2].ends_with("<none>"), "{out}");
-    assert!(lines[3].starts_with('2') && lines[3].ends_with("image v2"), "{out}");
-    let (ok, out, err) = cluster.cli(&["rollout", "history", "deployment", "web", "--revision", "1"]);
+    assert!(
+        lines[1].starts_with("REVISION") && lines[1].ends_with("CHANGE-CAUSE"),
+        "{out}"
+    );
+    assert!(
+        lines[2].starts_with('1') && lines[2].ends_with("<none>"),
+        "{out}"
+    );
+    assert!(
+        lines[3].starts_with('2') && lines[3].ends_with("image v2"),
+        "{out}"
+    );
+    let (ok, out, err) =
+        cluster.cli(&["rollout", "history", "deployment", "web", "--revision", "1"]);
     assert!(ok, "{out}{err}");
-    assert!(out.contains("with revision #1") && out.contains("demo/web:v1"), "{out}");
+    assert!(
+        out.contains("with revision #1") && out.contains("demo/web:v1"),
+        "{out}"
+    );
 
     let (ok, out, err) = cluster.cli(&["rollout", "undo", "deployment/web"]);
     assert!(ok, "{out}{err}");
@@ -362,7 +407,11 @@ async fn rolling_update_keeps_every_replica_ready_and_undo_returns_to_v1() {
     let (ok, out, err) = cluster.cli(&["rollout", "status", "deployment/web", "--timeout=60s"]);
     assert!(ok, "{out}{err}");
     wait_rolled_out(&cluster, &client, "web", 5, "demo/web:v1").await;
-    assert!(watch.min_ready() >= 5, "ready pods fell to {}", watch.min_ready());
+    assert!(
+        watch.min_ready() >= 5,
+        "ready pods fell to {}",
+        watch.min_ready()
+    );
 
     // Revision 1 came back as revision 3.
     let (ok, out, err) = cluster.cli(&["rollout", "history", "deployment/web"]);
@@ -378,7 +427,10 @@ async fn rolling_update_keeps_every_replica_ready_and_undo_returns_to_v1() {
         .await
         .expect("deployment");
     assert_eq!(
-        d.metadata().annotations.get("deployment.kubernetes.io/revision").map(String::as_str),
+        d.metadata()
+            .annotations
+            .get("deployment.kubernetes.io/revision")
+            .map(String::as_str),
         Some("3")
     );
 }
@@ -404,22 +456,35 @@ async fn pause_holds_a_rollout_until_resume() {
     assert!(ok, "{out}{err}");
     // The controller sees the paused template change (generation observed,
     // Progressing says DeploymentPaused) and makes no new ReplicaSet.
-    wait_for(&cluster, "paused condition", Duration::from_secs(30), || async move {
-        let d = client.get_object::<api::Deployment>("default", "api").await.ok()?;
-        let s = d.status.clone()?;
-        let paused = s
-            .conditions
-            .iter()
-            .any(|c| c.r#type == "Progressing" && c.reason == "DeploymentPaused");
-        (paused && s.observed_generation >= d.metadata().generation).then_some(())
-    })
+    wait_for(
+        &cluster,
+        "paused condition",
+        Duration::from_secs(30),
+        || async move {
+            let d = client
+                .get_object::<api::Deployment>("default", "api")
+                .await
+                .ok()?;
+            let s = d.status.clone()?;
+            let paused = s
+                .conditions
+                .iter()
+                .any(|c| c.r#type == "Progressing" && c.reason == "DeploymentPaused");
+            (paused && s.observed_generation >= d.metadata().generation).then_some(())
+        },
+    )
     .await;
     let rss = client
         .list::<api::ReplicaSet>("default", "app=api", "")
         .await
         .expect("list");
     assert_eq!(rss.items.len(), 1, "no rollout while paused");
-    assert!(pods(&client, "app=api").await.iter().all(|p| image(p) == "demo/api:v1"));
+    assert!(
+        pods(&client, "app=api")
+            .await
+            .iter()
+            .all(|p| image(p) == "demo/api:v1")
+    );
     let (ok, out, err) = cluster.cli(&["rollout", "resume", "deployment", "api"]);
     assert!(ok, "{out}{err}");
     assert_eq!(out, "deployment.apps/api resumed\n");
@@ -443,12 +508,17 @@ async fn a_new_leader_finishes_a_rollout_without_extra_pods() {
     let (ok, out, err) = cluster.cli(&["set", "image", "deployment/web", "web=demo/web:v2"]);
     assert!(ok, "{out}{err}");
     // Mid-rollout: some v2 pods exist, some v1 pods remain.
-    wait_for(&cluster, "rollout under way", Duration::from_secs(30), || async move {
-        let ps = pods(&client, "app=web").await;
-        let v2 = ps.iter().filter(|p| image(p) == "demo/web:v2").count();
-        let v1 = ps.iter().filter(|p| image(p) == "demo/web:v1").count();
-        (v2 >= 2 && v1 >= 5).then_some(())
-    })
+    wait_for(
+        &cluster,
+        "rollout under way",
+        Duration::from_secs(30),
+        || async move {
+            let ps = pods(&client, "app=web").await;
+            let v2 = ps.iter().filter(|p| image(p) == "demo/web:v2").count();
+            let v1 = ps.iter().filter(|p| image(p) == "demo/web:v1").count();
+            (v2 >= 2 && v1 >= 5).then_some(())
+        },
+    )
     .await;
     let leader = cluster.leader().await;
     cluster.kill(leader);

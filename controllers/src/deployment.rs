@@ -54,7 +54,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::runtime::{self, Action, Key, Queue, Reconciler, key_of};
-use crate::workload_owner::{Claim, adopted, claim, controller_ref, owner_ref, parse_selector, released};
+use crate::workload_owner::{
+    Claim, adopted, claim, controller_ref, owner_ref, parse_selector, released,
+};
 
 /// The label that ties a ReplicaSet and its pods to one pod template.
 pub const HASH_LABEL: &str = "pod-template-hash";
@@ -106,7 +108,11 @@ pub async fn run(client: Client, shutdown: CancellationToken) {
         _ = shutdown.cancelled() => return,
     }
     let queue = Queue::new();
-    tokio::spawn(forward_deployments(d_events, queue.clone(), shutdown.clone()));
+    tokio::spawn(forward_deployments(
+        d_events,
+        queue.clone(),
+        shutdown.clone(),
+    ));
     tokio::spawn(forward_replica_sets(
         rs_events,
         deployments.clone(),
@@ -255,10 +261,7 @@ impl DeploymentController {
     }
 
     /// The owned ReplicaSets of `d`, after adopting and releasing.
-    async fn claim_replica_sets(
-        &self,
-        d: &api::Deployment,
-    ) -> Result<Vec<api::ReplicaSet>, Error> {
+    async fn claim_replica_sets(&self, d: &api::Deployment) -> Result<Vec<api::ReplicaSet>, Error> {
         let dm = d.metadata();
         let deleting = !dm.deletion_timestamp.is_empty();
         let selector = parse_selector(&d.spec.as_ref().and_then(|s| s.selector.clone()));
@@ -317,7 +320,9 @@ impl DeploymentController {
         let template = d_template(d);
         let mut sorted = rs_list.to_vec();
         sorted.sort_by(|a, b| creation_order(a).cmp(&creation_order(b)));
-        let new_pos = sorted.iter().position(|rs| equal_ignore_hash(&rs_template(rs), &template));
+        let new_pos = sorted
+            .iter()
+            .position(|rs| equal_ignore_hash(&rs_template(rs), &template));
         let new = new_pos.map(|i| sorted.remove(i));
         let old = sorted;
         let max_old = old.iter().map(rs_revision).max().unwrap_or(0);
@@ -467,7 +472,9 @@ impl DeploymentController {
         rs_list: Vec<api::ReplicaSet>,
     ) -> Result<Action, Error> {
         let mut progress = None;
-        let (new, old) = self.new_and_old(&mut d, &rs_list, false, &mut progress).await?;
+        let (new, old) = self
+            .new_and_old(&mut d, &rs_list, false, &mut progress)
+            .await?;
         let scaled = self.scale_all(&d, new.as_ref(), &old).await?;
         if scaled {
             return Ok(Action::Done);
@@ -535,7 +542,9 @@ impl DeploymentController {
         rs_list: Vec<api::ReplicaSet>,
     ) -> Result<Action, Error> {
         let mut progress = None;
-        let (new, old) = self.new_and_old(&mut d, &rs_list, true, &mut progress).await?;
+        let (new, old) = self
+            .new_and_old(&mut d, &rs_list, true, &mut progress)
+            .await?;
         let Some(new) = new else {
             return Ok(Action::Done);
         };
@@ -576,7 +585,9 @@ impl DeploymentController {
         rs_list: Vec<api::ReplicaSet>,
     ) -> Result<Action, Error> {
         let mut progress = None;
-        let (new, old) = self.new_and_old(&mut d, &rs_list, false, &mut progress).await?;
+        let (new, old) = self
+            .new_and_old(&mut d, &rs_list, false, &mut progress)
+            .await?;
         let mut scaled_down = Vec::new();
         let mut any = false;
         for rs in &old {
@@ -594,7 +605,9 @@ impl DeploymentController {
         let new = match new {
             Some(n) => n,
             None => {
-                let (n, _) = self.new_and_old(&mut d, &rs_list, true, &mut progress).await?;
+                let (n, _) = self
+                    .new_and_old(&mut d, &rs_list, true, &mut progress)
+                    .await?;
                 n.expect("created when missing")
             }
         };
@@ -681,7 +694,9 @@ impl Reconciler for DeploymentController {
         if !d.metadata().deletion_timestamp.is_empty() {
             let mut d = d;
             let mut progress = None;
-            let (new, old) = self.new_and_old(&mut d, &rs_list, false, &mut progress).await?;
+            let (new, old) = self
+                .new_and_old(&mut d, &rs_list, false, &mut progress)
+                .await?;
             let all: Vec<_> = old.iter().chain(new.iter()).cloned().collect();
             self.write_status(&d, calculate_status(&all, new.as_ref(), &d))
                 .await?;
@@ -1206,7 +1221,10 @@ pub fn history_to_delete(old: &[api::ReplicaSet], limit: usize) -> Vec<api::Repl
 // ---- status and conditions --------------------------------------------------------------
 
 /// The condition of `type` in `status`.
-pub fn condition<'a>(status: &'a api::DeploymentStatus, r#type: &str) -> Option<&'a api::Condition> {
+pub fn condition<'a>(
+    status: &'a api::DeploymentStatus,
+    r#type: &str,
+) -> Option<&'a api::Condition> {
     status.conditions.iter().find(|c| c.r#type == r#type)
 }
 
@@ -1319,7 +1337,9 @@ pub fn progress_condition(
     }
     let current = condition(status, "Progressing").cloned();
     let complete_before = status.replicas == status.updated_replicas
-        && current.as_ref().is_some_and(|c| c.reason == NEW_RS_AVAILABLE);
+        && current
+            .as_ref()
+            .is_some_and(|c| c.reason == NEW_RS_AVAILABLE);
     if complete_before {
         return;
     }
@@ -1489,11 +1509,18 @@ mod tests {
         let h = template_hash(&t, 0);
         assert_eq!(h, template_hash(&t.clone(), 0));
         assert!(!h.is_empty() && h.len() <= 10, "{h}");
-        assert!(h.bytes().all(|b| b"bcdfghjklmnpqrstvwxz2456789".contains(&b)));
+        assert!(
+            h.bytes()
+                .all(|b| b"bcdfghjklmnpqrstvwxz2456789".contains(&b))
+        );
         let mut t2 = t.clone();
         t2.spec.as_mut().unwrap().containers[0].image = "demo:2".into();
         assert_ne!(template_hash(&t2, 0), h);
-        assert_ne!(template_hash(&t, 1), h, "a collision count changes the hash");
+        assert_ne!(
+            template_hash(&t, 1),
+            h,
+            "a collision count changes the hash"
+        );
     }
 
     #[test]
@@ -1503,11 +1530,24 @@ mod tests {
         assert_eq!(rs.metadata().name, "web-abc");
         let spec = rs.spec.as_ref().unwrap();
         assert_eq!(
-            spec.selector.as_ref().unwrap().match_labels.get(HASH_LABEL).map(String::as_str),
+            spec.selector
+                .as_ref()
+                .unwrap()
+                .match_labels
+                .get(HASH_LABEL)
+                .map(String::as_str),
             Some("abc")
         );
         assert_eq!(
-            spec.template.as_ref().unwrap().metadata.as_ref().unwrap().labels.get(HASH_LABEL).map(String::as_str),
+            spec.template
+                .as_ref()
+                .unwrap()
+                .metadata
+                .as_ref()
+                .unwrap()
+                .labels
+                .get(HASH_LABEL)
+                .map(String::as_str),
             Some("abc")
         );
         assert!(equal_ignore_hash(&rs_template(&rs), &d_template(&d)));
@@ -1521,30 +1561,55 @@ mod tests {
         d.metadata_mut()
             .annotations
             .insert(CHANGE_CAUSE.into(), "set image demo:2".into());
-        d.metadata_mut().annotations.insert(REVISION.into(), "9".into());
+        d.metadata_mut()
+            .annotations
+            .insert(REVISION.into(), "9".into());
         let mut r = rs("web-a", 0, 0, 0);
-        r.metadata_mut().annotations.insert(REVISION.into(), "1".into());
+        r.metadata_mut()
+            .annotations
+            .insert(REVISION.into(), "1".into());
         assert!(set_new_rs_annotations(&d, &mut r, 3, true));
         let a = &r.metadata().annotations;
         assert_eq!(a.get(REVISION).map(String::as_str), Some("3"));
         assert_eq!(a.get(REVISION_HISTORY).map(String::as_str), Some("1"));
-        assert_eq!(a.get(CHANGE_CAUSE).map(String::as_str), Some("set image demo:2"));
-        assert!(!set_new_rs_annotations(&d, &mut r, 3, true), "already current");
-        assert!(!set_new_rs_annotations(&d, &mut r, 2, true), "never backwards");
+        assert_eq!(
+            a.get(CHANGE_CAUSE).map(String::as_str),
+            Some("set image demo:2")
+        );
+        assert!(
+            !set_new_rs_annotations(&d, &mut r, 3, true),
+            "already current"
+        );
+        assert!(
+            !set_new_rs_annotations(&d, &mut r, 2, true),
+            "never backwards"
+        );
     }
 
     #[test]
     fn the_new_replica_set_grows_within_max_surge() {
         let d = deployment(10, "3", "0");
         let old = rs("old", 10, 10, 0);
-        assert_eq!(new_replica_set_replicas(&d, std::slice::from_ref(&old), None), 3);
+        assert_eq!(
+            new_replica_set_replicas(&d, std::slice::from_ref(&old), None),
+            3
+        );
         let new = rs("new", 3, 0, 1);
-        assert_eq!(new_replica_set_replicas(&d, &[old.clone(), new.clone()], Some(&new)), 3);
+        assert_eq!(
+            new_replica_set_replicas(&d, &[old.clone(), new.clone()], Some(&new)),
+            3
+        );
         let old7 = rs("old", 7, 7, 0);
-        assert_eq!(new_replica_set_replicas(&d, &[old7, new.clone()], Some(&new)), 6);
+        assert_eq!(
+            new_replica_set_replicas(&d, &[old7, new.clone()], Some(&new)),
+            6
+        );
         let old1 = rs("old", 1, 1, 0);
         let new9 = rs("new", 9, 9, 1);
-        assert_eq!(new_replica_set_replicas(&d, &[old1, new9.clone()], Some(&new9)), 10);
+        assert_eq!(
+            new_replica_set_replicas(&d, &[old1, new9.clone()], Some(&new9)),
+            10
+        );
     }
 
     #[test]
@@ -1555,7 +1620,10 @@ mod tests {
         let new = rs("new", 1, 0, 1);
         assert!(old_scale_down(&d, std::slice::from_ref(&old), &new).is_empty());
         let new = rs("new", 1, 1, 1);
-        assert_eq!(old_scale_down(&d, std::slice::from_ref(&old), &new), [("old".to_string(), 3)]);
+        assert_eq!(
+            old_scale_down(&d, std::slice::from_ref(&old), &new),
+            [("old".to_string(), 3)]
+        );
         // A status that still counts pods already scaled away does not
         // make them spare twice.
         let mut stale = rs("old", 3, 4, 0);
@@ -1613,11 +1681,15 @@ mod tests {
         for (i, rev) in [3, 1, 2, 4].iter().enumerate() {
             let mut r = rs(&format!("r{rev}"), 0, 0, i as u64);
             r.status.as_mut().unwrap().replicas = 0;
-            r.metadata_mut().annotations.insert(REVISION.into(), rev.to_string());
+            r.metadata_mut()
+                .annotations
+                .insert(REVISION.into(), rev.to_string());
             olds.push(r);
         }
         let mut busy = rs("busy", 1, 1, 9);
-        busy.metadata_mut().annotations.insert(REVISION.into(), "0".into());
+        busy.metadata_mut()
+            .annotations
+            .insert(REVISION.into(), "0".into());
         olds.push(busy);
         let names: Vec<String> = history_to_delete(&olds, 2)
             .iter()
@@ -1634,13 +1706,22 @@ mod tests {
         let new = rs("new", 4, 2, 1);
         let s = calculate_status(&[old.clone(), new.clone()], Some(&new), &d);
         assert_eq!(
-            (s.replicas, s.updated_replicas, s.ready_replicas, s.available_replicas, s.unavailable_replicas),
+            (
+                s.replicas,
+                s.updated_replicas,
+                s.ready_replicas,
+                s.available_replicas,
+                s.unavailable_replicas
+            ),
             (5, 4, 3, 3, 2)
         );
         assert_eq!(s.observed_generation, 1);
         assert_eq!(condition(&s, "Available").unwrap().status, "True");
         let s = calculate_status(&[rs("new", 4, 1, 1)], None, &d);
-        assert_eq!(condition(&s, "Available").unwrap().reason, "MinimumReplicasUnavailable");
+        assert_eq!(
+            condition(&s, "Available").unwrap().reason,
+            "MinimumReplicasUnavailable"
+        );
     }
 
     #[test]
@@ -1657,7 +1738,10 @@ mod tests {
         let done = rs("web-new", 2, 2, 1);
         let mut s = calculate_status(&[done.clone()], Some(&done), &d);
         progress_condition(&d, Some(&done), &mut s, now);
-        assert_eq!(condition(&s, "Progressing").unwrap().reason, NEW_RS_AVAILABLE);
+        assert_eq!(
+            condition(&s, "Progressing").unwrap().reason,
+            NEW_RS_AVAILABLE
+        );
 
         // No progress since a condition older than the deadline.
         let mut stale = new_condition("Progressing", "True", RS_UPDATED, "x");

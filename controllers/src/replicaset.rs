@@ -82,7 +82,11 @@ pub async fn run(client: Client, shutdown: CancellationToken) {
         expectations: Mutex::default(),
     });
     let queue = Queue::new();
-    tokio::spawn(forward_replica_sets(rs_events, queue.clone(), shutdown.clone()));
+    tokio::spawn(forward_replica_sets(
+        rs_events,
+        queue.clone(),
+        shutdown.clone(),
+    ));
     tokio::spawn(forward_pods(
         pod_events,
         replica_sets,
@@ -210,7 +214,12 @@ impl ReplicaSetController {
     }
 
     /// Creates `count` pods from `rs`'s template in slow-start batches.
-    async fn create_pods(&self, key: &Key, rs: &api::ReplicaSet, count: usize) -> Result<(), Error> {
+    async fn create_pods(
+        &self,
+        key: &Key,
+        rs: &api::ReplicaSet,
+        count: usize,
+    ) -> Result<(), Error> {
         let template = pod_from_template(rs);
         let mut remaining = count;
         let mut batch = 1;
@@ -761,11 +770,19 @@ mod tests {
     #[test]
     fn status_counts_labels_readiness_and_availability() {
         let mut partial = pod("partial", 0, true, "Running", Some(100));
-        partial.metadata_mut().labels.insert("tier".into(), "back".into());
+        partial
+            .metadata_mut()
+            .labels
+            .insert("tier".into(), "back".into());
         let mut full = pod("full", 0, true, "Running", Some(100));
-        full.metadata_mut().labels.insert("tier".into(), "front".into());
+        full.metadata_mut()
+            .labels
+            .insert("tier".into(), "front".into());
         let mut fresh = pod("fresh", 0, true, "Running", Some(995));
-        fresh.metadata_mut().labels.insert("tier".into(), "front".into());
+        fresh
+            .metadata_mut()
+            .labels
+            .insert("tier".into(), "front".into());
         let pending = pod("pending", 0, false, "Pending", None);
         let (s, recheck) =
             replica_set_status(&rs(4, 10), &[partial, full, fresh, pending], at(1000));
@@ -775,7 +792,11 @@ mod tests {
         assert_eq!(s.available_replicas, 2, "fresh has been ready 5 s of 10");
         assert_eq!(s.observed_generation, 4);
         assert_eq!(recheck, Some(Duration::from_secs(6)));
-        let (s, recheck) = replica_set_status(&rs(4, 0), &[pod("x", 0, true, "Running", Some(999))], at(1000));
+        let (s, recheck) = replica_set_status(
+            &rs(4, 0),
+            &[pod("x", 0, true, "Running", Some(999))],
+            at(1000),
+        );
         assert_eq!(s.available_replicas, 1);
         assert_eq!(recheck, None);
     }

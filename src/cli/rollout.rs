@@ -115,11 +115,17 @@ fn is_deployment(kind: &str) -> bool {
 }
 
 /// (namespace, name) of the target deployment.
-fn target_name(resource: &str, name: Option<&str>, ns: &NamespaceArgs) -> anyhow::Result<(String, String)> {
+fn target_name(
+    resource: &str,
+    name: Option<&str>,
+    ns: &NamespaceArgs,
+) -> anyhow::Result<(String, String)> {
     let (kind, name) = match resource.split_once('/') {
         Some((k, n)) => {
             if name.is_some() {
-                bail!("there is no need to give a name after {resource}: TYPE/NAME names the object");
+                bail!(
+                    "there is no need to give a name after {resource}: TYPE/NAME names the object"
+                );
             }
             (k, n.to_string())
         }
@@ -196,10 +202,15 @@ pub fn status_line(d: &api::Deployment) -> Result<(String, bool), String> {
     let name = &d.metadata().name;
     let s = d.status.clone().unwrap_or_default();
     if d.metadata().generation > s.observed_generation {
-        return Ok(("Waiting for deployment spec update to be observed...".into(), false));
+        return Ok((
+            "Waiting for deployment spec update to be observed...".into(),
+            false,
+        ));
     }
     if condition(&s, "Progressing").is_some_and(|c| c.reason == TIMED_OUT) {
-        return Err(format!("deployment \"{name}\" exceeded its progress deadline"));
+        return Err(format!(
+            "deployment \"{name}\" exceeded its progress deadline"
+        ));
     }
     let replicas = d.spec.as_ref().and_then(|sp| sp.replicas).unwrap_or(1);
     let line = if s.updated_replicas < replicas {
@@ -218,7 +229,10 @@ pub fn status_line(d: &api::Deployment) -> Result<(String, bool), String> {
             s.available_replicas, s.updated_replicas
         )
     } else {
-        return Ok((format!("deployment \"{name}\" successfully rolled out"), true));
+        return Ok((
+            format!("deployment \"{name}\" successfully rolled out"),
+            true,
+        ));
     };
     Ok((line, false))
 }
@@ -296,7 +310,12 @@ fn template_of(rs: &api::ReplicaSet) -> api::PodTemplateSpec {
     t
 }
 
-async fn history(client: &Client, ns: &str, name: &str, revision: Option<i64>) -> anyhow::Result<()> {
+async fn history(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    revision: Option<i64>,
+) -> anyhow::Result<()> {
     let (_, revs) = revisions(client, ns, name).await?;
     match revision {
         None => {
@@ -321,26 +340,88 @@ async fn history(client: &Client, ns: &str, name: &str, revision: Option<i64>) -
             let Some((_, rs)) = revs.iter().find(|(r, _)| *r == n) else {
                 bail!("unable to find the specified revision {n} of deployment \"{name}\"");
             };
-            let mut t = rs
+            let t = rs
                 .spec
                 .as_ref()
                 .and_then(|s| s.template.clone())
                 .unwrap_or_default();
-            if let Some(cause) = rs.metadata().annotations.get(CHANGE_CAUSE) {
-                t.metadata
-                    .get_or_insert_default()
-                    .annotations
-                    .insert(CHANGE_CAUSE.to_string(), cause.clone());
-            }
+            let cause = rs.metadata().annotations.get(CHANGE_CAUSE);
             outln!("deployment.apps/{name} with revision #{n}")?;
-            outln!("Pod Template:")?;
-            let value = serde_json::to_value(&t)?;
-            for line in super::tables::describe(&value).lines() {
-                outln!("  {line}")?;
-            }
+            out!("{}", describe_template(&t, cause))?;
         }
     }
     Ok(())
+}
+
+/// A pod template as kubectl's `rollout history --revision` shows it.
+fn describe_template(t: &api::PodTemplateSpec, change_cause: Option<&String>) -> String {
+    let mut out = String::from("Pod Template:\n");
+    let meta = t.metadata.clone().unwrap_or_default();
+    let pairs = |m: &std::collections::BTreeMap<String, String>, sep: &str| -> String {
+        if m.is_empty() {
+            return "<none>".into();
+        }
+        m.iter()
+            .map(|(k, v)| format!("{k}{sep}{v}"))
+            .collect::<Vec<_>>()
+            .join("\n\t")
+    };
+    out.push_str(&format!("  Labels:\t{}\n", pairs(&meta.labels, "=")));
+    let mut annotations = meta.annotations.clone();
+    if let Some(c) = change_cause {
+        annotations.insert(CHANGE_CAUSE.to_string(), c.clone());
+    }
+    out.push_str(&format!("  Annotations:\t{}\n", pairs(&annotations, ": ")));
+    out.push_str("  Containers:\n");
+    let spec = t.spec.clone().unwrap_or_default();
+    for c in &spec.containers {
+        out.push_str(&format!("   {}:\n", c.name));
+        out.push_str(&format!("    Image:\t{}\n", c.image));
+        let ports: Vec<String> = c
+            .ports
+            .iter()
+            .map(|p| {
+                let proto = if p.protocol.is_empty() {
+                    "TCP"
+                } else {
+                    &p.protocol
+                };
+                format!("{}/{proto}", p.container_port)
+            })
+            .collect();
+        let shown = if ports.is_empty() {
+            "<none>".to_string()
+        } else {
+            ports.join(", ")
+        };
+        out.push_str(&format!("    Port:\t{shown}\n"));
+        if !c.command.is_empty() {
+            out.push_str(&format!("    Command:\t{}\n", c.command.join(" ")));
+        }
+        if !c.args.is_empty() {
+            out.push_str(&format!("    Args:\t{}\n", c.args.join(" ")));
+        }
+        if let Some(r) = &c.resources {
+            if !r.limits.is_empty() {
+                out.push_str(&format!("    Limits:\t{}\n", pairs(&r.limits, ": ")));
+            }
+            if !r.requests.is_empty() {
+                out.push_str(&format!("    Requests:\t{}\n", pairs(&r.requests, ": ")));
+            }
+        }
+        let env: Vec<String> = c
+            .env
+            .iter()
+            .map(|e| format!("{}={}", e.name, e.value))
+            .collect();
+        let shown = if env.is_empty() {
+            "<none>".to_string()
+        } else {
+            env.join("\n\t")
+        };
+        out.push_str(&format!("    Environment:\t{shown}\n"));
+    }
+    out
 }
 
 /// Annotations a rollback leaves as the Deployment has them.
@@ -414,7 +495,11 @@ async fn set_paused(client: &Client, ns: &str, name: &str, paused: bool) -> anyh
             .await
             .map_err(server_error)?;
         if d.spec.as_ref().is_some_and(|s| s.paused) == paused {
-            let state = if paused { "already paused" } else { "not paused" };
+            let state = if paused {
+                "already paused"
+            } else {
+                "not paused"
+            };
             bail!("deployments.apps \"{name}\" is {state}");
         }
         let mut next = d.clone();
@@ -502,7 +587,11 @@ pub async fn set(g: &GlobalArgs, c: SetCommand) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
-    fn deployment(replicas: i32, generation: i64, status: api::DeploymentStatus) -> api::Deployment {
+    fn deployment(
+        replicas: i32,
+        generation: i64,
+        status: api::DeploymentStatus,
+    ) -> api::Deployment {
         let mut d = api::Deployment {
             spec: Some(api::DeploymentSpec {
                 replicas: Some(replicas),
@@ -550,7 +639,10 @@ mod tests {
         );
         assert_eq!(
             line(deployment(5, 2, st(5, 5, 5))),
-            ("deployment \"web\" successfully rolled out".to_string(), true)
+            (
+                "deployment \"web\" successfully rolled out".to_string(),
+                true
+            )
         );
     }
 
@@ -584,6 +676,37 @@ mod tests {
         );
         assert!(target_name("pods/web", None, &ns).is_err());
         assert!(target_name("deployment", None, &ns).is_err());
+    }
+
+    #[test]
+    fn a_revision_shows_labels_change_cause_and_containers() {
+        let t = api::PodTemplateSpec {
+            metadata: Some(api::ObjectMeta {
+                labels: [
+                    ("app".to_string(), "web".to_string()),
+                    (HASH_LABEL.to_string(), "abc".to_string()),
+                ]
+                .into(),
+                ..Default::default()
+            }),
+            spec: Some(api::PodSpec {
+                containers: vec![api::Container {
+                    name: "web".into(),
+                    image: "demo/web:v1".into(),
+                    ports: vec![api::ContainerPort {
+                        container_port: 80,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+        };
+        let text = describe_template(&t, Some(&"image v1".to_string()));
+        assert_eq!(
+            text,
+            "Pod Template:\n  Labels:\tapp=web\n\tpod-template-hash=abc\n  Annotations:\tkubernetes.io/change-cause: image v1\n  Containers:\n   web:\n    Image:\tdemo/web:v1\n    Port:\t80/TCP\n    Environment:\t<none>\n"
+        );
     }
 
     #[test]
