@@ -40,6 +40,7 @@ pub mod local;
 pub mod objects;
 pub mod output;
 pub mod rollout;
+pub mod sim;
 pub mod tables;
 pub mod txn;
 
