@@ -61,6 +61,12 @@ enum Command {
     Annotate(cli::objects::LabelArgs),
     /// Edit an object in $EDITOR, then save it (refused if it changed meanwhile).
     Edit(cli::objects::NameArgs),
+    /// Watch and steer a deployment's rollout: status, history, undo, pause, resume.
+    #[command(subcommand)]
+    Rollout(cli::rollout::RolloutCommand),
+    /// Change a deployment's template (set image deployment/NAME CONTAINER=IMAGE).
+    #[command(subcommand)]
+    Set(cli::rollout::SetCommand),
     /// List the object types, their short names and API versions.
     ApiResources,
     /// Benchmark Rafter against etcd on this machine.
@@ -133,6 +139,8 @@ async fn main() -> ExitCode {
         Command::Label(a) => cli::objects::label(&cli.global, a, "labels").await,
         Command::Annotate(a) => cli::objects::label(&cli.global, a, "annotations").await,
         Command::Edit(a) => cli::objects::edit(&cli.global, a).await,
+        Command::Rollout(c) => cli::rollout::run(&cli.global, c).await,
+        Command::Set(c) => cli::rollout::set(&cli.global, c).await,
         Command::ApiResources => cli::objects::api_resources(),
         Command::Bench(c) => cli::bench::run(c).await,
         Command::Sim(c) => cli::sim::run(&cli.global, c).await,

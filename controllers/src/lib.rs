@@ -8,7 +8,10 @@
 //! change as a compare-and-swap on resourceVersion, and never calls another
 //! controller. [`run`] starts them all.
 
+pub mod deployment;
+pub mod replicaset;
 pub mod runtime;
+pub mod workload_owner;
 
 use std::time::Duration;
 
@@ -42,6 +45,10 @@ impl Default for Options {
 
 /// Runs every controller until `shutdown` is cancelled.
 pub async fn run(client: Client, options: Options, shutdown: CancellationToken) {
-    let _ = (&client, &options);
+    let _ = &options;
+    tokio::join!(
+        replicaset::run(client.clone(), shutdown.clone()),
+        deployment::run(client.clone(), shutdown.clone()),
+    );
     shutdown.cancelled().await;
 }

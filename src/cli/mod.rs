@@ -8,6 +8,8 @@
 //! - `local`: `rafter local up|down|status`, a cluster of masters on this
 //!   machine for trying Rafter out.
 //! - `bench`: `rafter bench kv`, Rafter against etcd (the `rafter-bench` crate).
+//! - `rollout`: `rafter rollout status|history|undo|pause|resume` and
+//!   `rafter set image`.
 //! - `output`: tables, JSON views and number formats shared by the above.
 //!
 //! Every verb is a function from parsed arguments to printed output; all
@@ -37,6 +39,7 @@ pub mod kv;
 pub mod local;
 pub mod objects;
 pub mod output;
+pub mod rollout;
 pub mod sim;
 pub mod tables;
 pub mod txn;
