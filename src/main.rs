@@ -61,6 +61,12 @@ enum Command {
     Edit(cli::objects::NameArgs),
     /// List the object types, their short names and API versions.
     ApiResources,
+    /// Mark a node unschedulable.
+    Cordon(cli::nodes::NodeArgs),
+    /// Mark a node schedulable again.
+    Uncordon(cli::nodes::NodeArgs),
+    /// Cordon a node and evict its pods (their controllers recreate them elsewhere).
+    Drain(cli::nodes::DrainArgs),
     /// Benchmark Rafter against etcd on this machine.
     #[command(subcommand)]
     Bench(cli::bench::BenchCommand),
@@ -129,6 +135,9 @@ async fn main() -> ExitCode {
         Command::Annotate(a) => cli::objects::label(&cli.global, a, "annotations").await,
         Command::Edit(a) => cli::objects::edit(&cli.global, a).await,
         Command::ApiResources => cli::objects::api_resources(),
+        Command::Cordon(a) => cli::nodes::cordon(&cli.global, a).await,
+        Command::Uncordon(a) => cli::nodes::uncordon(&cli.global, a).await,
+        Command::Drain(a) => cli::nodes::drain(&cli.global, a).await,
         Command::Bench(c) => cli::bench::run(c).await,
     };
     match result {

@@ -8,6 +8,12 @@
 //! change as a compare-and-swap on resourceVersion, and never calls another
 //! controller. [`run`] starts them all.
 
+pub mod endpoints;
+pub mod gc;
+mod informer_events;
+pub mod namespace;
+pub mod node_ipam;
+pub mod node_lifecycle;
 pub mod runtime;
 
 use std::time::Duration;
@@ -43,5 +49,18 @@ impl Default for Options {
 /// Runs every controller until `shutdown` is cancelled.
 pub async fn run(client: Client, options: Options, shutdown: CancellationToken) {
     let _ = (&client, &options);
-    shutdown.cancelled().await;
+    // Cluster infrastructure: nodes, endpoints, namespaces, ownership.
+    let infra = futures::future::join5(
+        node_lifecycle::run(
+            client.clone(),
+            options.node_grace_period,
+            options.pod_eviction_timeout,
+            shutdown.clone(),
+        ),
+        node_ipam::run(client.clone(), options.pod_cidr, shutdown.clone()),
+        endpoints::run(client.clone(), shutdown.clone()),
+        namespace::run(client.clone(), shutdown.clone()),
+        gc::run(client.clone(), shutdown.clone()),
+    );
+    tokio::join!(infra, shutdown.cancelled());
 }
