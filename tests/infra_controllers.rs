@@ -98,7 +98,7 @@ async fn wait_node_ready(client: &Client, name: &str) -> api::Node {
     wait_for(
         &format!("node {name} Ready"),
         Duration::from_secs(30),
-        || async {
+        || async move {
             let n: api::Node = client.get_object("", name).await.ok()?;
             (ready_status(&n) == "True").then_some(n)
         },
@@ -144,7 +144,7 @@ async fn wait_pod_ready(client: &Client, ns: &str, name: &str) -> api::Pod {
     wait_for(
         &format!("pod {ns}/{name} ready"),
         Duration::from_secs(30),
-        || async {
+        || async move {
             let p: api::Pod = client.get_object(ns, name).await.ok()?;
             pod_ready(&p).then_some(p)
         },
@@ -222,7 +222,7 @@ fn reason(e: &rafter_client::Error) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_get_cluster_ips_and_endpoints_follow_ready_matching_pods() {
     let cluster = Cluster::start(3, &flags(&[]));
-    let client = cluster.client().await;
+    let client = &cluster.client().await;
 
     // Cluster IPs: allocated from 10.96.0.0/12, a requested one honoured
     // when free, refused when taken or outside the range, freed on delete.
@@ -338,7 +338,7 @@ async fn services_get_cluster_ips_and_endpoints_follow_ready_matching_pods() {
         .delete_object::<api::Service>("default", "web", &DeleteOptions::default())
         .await
         .unwrap();
-    wait_for("endpoints deleted with the service", Duration::from_secs(30), || async {
+    wait_for("endpoints deleted with the service", Duration::from_secs(30), || async move {
         let r = client.get_object::<api::Endpoints>("default", "web").await;
         matches!(r, Err(e) if e.is_reason("NotFound")).then_some(())
     })
@@ -348,7 +348,7 @@ async fn services_get_cluster_ips_and_endpoints_follow_ready_matching_pods() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_node_goes_not_ready_and_loses_its_pods_but_a_master_failover_alone_marks_none() {
     let mut cluster = Cluster::start(3, &flags(SHORT_NODE_TIMES));
-    let client = cluster.client().await;
+    let client = &cluster.client().await;
     let live = SimNode::start(&cluster, "live");
     let mut dead = SimNode::start(&cluster, "dead");
     wait_node_ready(&client, &live.name).await;
@@ -383,9 +383,11 @@ async fn a_silent_node_goes_not_ready_and_loses_its_pods_but_a_master_failover_a
     // Stop one node's heartbeats: NotReady (Ready Unknown), tainted
     // unreachable, its pod not ready at once (endpoints drop it), then
     // deleted after the eviction timeout. The other node is untouched.
+    let dead_name = dead.name.clone();
+    let dn = dead_name.as_str();
     dead.kill();
-    let n = wait_for("the silent node NotReady", Duration::from_secs(30), || async {
-        let n: api::Node = client.get_object("", &dead.name).await.ok()?;
+    let n = wait_for("the silent node NotReady", Duration::from_secs(30), || async move {
+        let n: api::Node = client.get_object("", dn).await.ok()?;
         (ready_status(&n) == "Unknown").then_some(n)
     })
     .await;
@@ -403,8 +405,8 @@ async fn a_silent_node_goes_not_ready_and_loses_its_pods_but_a_master_failover_a
     assert!(ok, "{err}");
     let line = out.lines().find(|l| l.starts_with(&dead.name)).unwrap();
     assert!(line.contains("NotReady"), "{out}");
-    wait_for("the unreachable taint", Duration::from_secs(30), || async {
-        let n: api::Node = client.get_object("", &dead.name).await.ok()?;
+    wait_for("the unreachable taint", Duration::from_secs(30), || async move {
+        let n: api::Node = client.get_object("", dn).await.ok()?;
         n.spec
             .as_ref()?
             .taints
@@ -414,7 +416,7 @@ async fn a_silent_node_goes_not_ready_and_loses_its_pods_but_a_master_failover_a
     })
     .await;
     wait_endpoints(&client, "default", "web", &["on-live"], &["on-dead"]).await;
-    wait_for("the silent node's pod evicted", Duration::from_secs(30), || async {
+    wait_for("the silent node's pod evicted", Duration::from_secs(30), || async move {
         let r = client.get_object::<api::Pod>("default", "on-dead").await;
         matches!(r, Err(e) if e.is_reason("NotFound")).then_some(())
     })
@@ -431,7 +433,7 @@ async fn a_silent_node_goes_not_ready_and_loses_its_pods_but_a_master_failover_a
 
     // Heartbeats again: the taint goes.
     let _back = SimNode::start(&cluster, "dead");
-    wait_for("the taint removed", Duration::from_secs(30), || async {
+    wait_for("the taint removed", Duration::from_secs(30), || async move {
         let n: api::Node = client.get_object("", "dead-1").await.ok()?;
         let tainted = n
             .spec
@@ -467,7 +469,7 @@ async fn gone<K: Object>(client: &Client, ns: &str, name: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn namespace_and_cascading_deletes_leave_nothing_behind() {
     let cluster = Cluster::start(3, &flags(&[]));
-    let client = cluster.client().await;
+    let client = &cluster.client().await;
     let ten = Duration::from_secs(30);
 
     // Background: the owner goes at once, its dependents after it.
@@ -485,13 +487,13 @@ async fn namespace_and_cascading_deletes_leave_nothing_behind() {
         .delete_object::<api::ConfigMap>("default", "bg", &DeleteOptions::default())
         .await
         .unwrap();
-    wait_for("background dependents deleted", ten, || async {
+    wait_for("background dependents deleted", ten, || async move {
         (gone::<api::ConfigMap>(&client, "default", "bg-a").await
             && gone::<api::ConfigMap>(&client, "default", "bg-b").await)
             .then_some(())
     })
     .await;
-    let shared = wait_for("the dangling reference dropped", ten, || async {
+    let shared = wait_for("the dangling reference dropped", ten, || async move {
         let cm: api::ConfigMap = client.get_object("default", "bg-shared").await.ok()?;
         (cm.metadata().owner_references.len() == 1).then_some(cm)
     })
@@ -518,7 +520,7 @@ async fn namespace_and_cascading_deletes_leave_nothing_behind() {
         .unwrap();
     assert!(!marked.metadata().deletion_timestamp.is_empty());
     assert!(marked.metadata().finalizers.contains(&"foregroundDeletion".to_string()));
-    wait_for("the foreground tree deleted", ten, || async {
+    wait_for("the foreground tree deleted", ten, || async move {
         for n in ["fg", "fg-child", "fg-grandchild"] {
             if !gone::<api::ConfigMap>(&client, "default", n).await {
                 return None;
@@ -542,7 +544,7 @@ async fn namespace_and_cascading_deletes_leave_nothing_behind() {
         )
         .await
         .unwrap();
-    wait_for("the orphaning owner gone", ten, || async {
+    wait_for("the orphaning owner gone", ten, || async move {
         gone::<api::ConfigMap>(&client, "default", "or").await.then_some(())
     })
     .await;
@@ -569,7 +571,7 @@ async fn namespace_and_cascading_deletes_leave_nothing_behind() {
     if reason(&e) == "Forbidden" {
         assert!(e.to_string().contains("being terminated"), "{e}");
     }
-    wait_for("the namespace gone", ten, || async {
+    wait_for("the namespace gone", ten, || async move {
         gone::<api::Namespace>(&client, "", "doomed").await.then_some(())
     })
     .await;
@@ -589,7 +591,7 @@ async fn namespace_and_cascading_deletes_leave_nothing_behind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_get_distinct_pod_cidrs_and_cordon_uncordon_drain_work_from_the_cli() {
     let cluster = Cluster::start(3, &flags(&[]));
-    let client = cluster.client().await;
+    let client = &cluster.client().await;
 
     // Node IPAM: distinct /24s of 10.244.0.0/16; a deleted node's is reused.
     let mut cidrs = BTreeSet::new();
@@ -599,7 +601,7 @@ async fn nodes_get_distinct_pod_cidrs_and_cordon_uncordon_drain_work_from_the_cl
         client.create(&n).await.unwrap();
     }
     for name in ["plain-1", "plain-2", "plain-3"] {
-        let cidr = wait_for(&format!("{name}'s pod CIDR"), Duration::from_secs(30), || async {
+        let cidr = wait_for(&format!("{name}'s pod CIDR"), Duration::from_secs(30), || async move {
             let n: api::Node = client.get_object("", name).await.ok()?;
             let c = n.spec?.pod_cidr;
             (!c.is_empty()).then_some(c)
@@ -619,7 +621,7 @@ async fn nodes_get_distinct_pod_cidrs_and_cordon_uncordon_drain_work_from_the_cl
     let mut n = api::Node::default();
     n.metadata_mut().name = "plain-4".into();
     client.create(&n).await.unwrap();
-    let got = wait_for("plain-4's pod CIDR", Duration::from_secs(30), || async {
+    let got = wait_for("plain-4's pod CIDR", Duration::from_secs(30), || async move {
         let n: api::Node = client.get_object("", "plain-4").await.ok()?;
         let c = n.spec?.pod_cidr;
         (!c.is_empty()).then_some(c)

@@ -439,6 +439,8 @@ impl Store {
         self.barrier(false).await?;
         self.check_namespace::<K>(&m.namespace, &name).await?;
         let key = K::INFO.key(&m.namespace, &m.name);
+        // None: nothing to allocate (not a Service, or headless); Some(None):
+        // any free cluster IP; Some(Some(ip)): that one, if free.
         let requested_ip = match cluster_ip::requested(&obj) {
             None | Some("None") => None,
             Some("") => Some(None),

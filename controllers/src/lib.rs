@@ -48,9 +48,8 @@ impl Default for Options {
 
 /// Runs every controller until `shutdown` is cancelled.
 pub async fn run(client: Client, options: Options, shutdown: CancellationToken) {
-    let _ = (&client, &options);
     // Cluster infrastructure: nodes, endpoints, namespaces, ownership.
-    let infra = futures::future::join5(
+    futures::future::join5(
         node_lifecycle::run(
             client.clone(),
             options.node_grace_period,
@@ -61,6 +60,6 @@ pub async fn run(client: Client, options: Options, shutdown: CancellationToken) 
         endpoints::run(client.clone(), shutdown.clone()),
         namespace::run(client.clone(), shutdown.clone()),
         gc::run(client.clone(), shutdown.clone()),
-    );
-    tokio::join!(infra, shutdown.cancelled());
+    )
+    .await;
 }

@@ -17,7 +17,6 @@ use rafter_client::events::{EventType, Recorder};
 use rafter_client::informer::{self, Cache, Event};
 use rafter_client::{Client, Error};
 use rafter_proto::api;
-use rafter_proto::object::Object;
 use tokio_util::sync::CancellationToken;
 
 use crate::informer_events::{forward, object};

@@ -51,7 +51,7 @@ impl Heartbeats {
     /// gone unchanged. A node seen for the first time starts at zero.
     pub fn observe(&mut self, node: &str, heartbeat: &str, now: Instant) -> Duration {
         match self.seen.get_mut(node) {
-            Some((last, since)) if last == heartbeat => now.saturating_duration_since(*since),
+            Some((last, since)) if *last == heartbeat => now.saturating_duration_since(*since),
             Some(entry) => {
                 *entry = (heartbeat.to_string(), now);
                 Duration::ZERO
