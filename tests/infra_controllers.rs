@@ -14,7 +14,7 @@ use std::future::Future;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use common::{Cluster, FAST};
+use common::Cluster;
 use rafter_client::{Client, DeleteOptions};
 use rafter_proto::api;
 use rafter_proto::object::Object;
@@ -22,10 +22,6 @@ use tokio::time::Instant;
 
 /// Short node timings, so the node-lifecycle tests take seconds.
 const SHORT_NODE_TIMES: &[&str] = &["--node-grace-period", "2s", "--pod-eviction-timeout", "4s"];
-
-fn flags(extra: &[&'static str]) -> Vec<&'static str> {
-    FAST.iter().chain(extra).copied().collect()
-}
 
 /// Polls `probe` until it returns Some, failing with `what` after `limit`.
 async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
@@ -221,15 +217,22 @@ fn reason(e: &rafter_client::Error) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_get_cluster_ips_and_endpoints_follow_ready_matching_pods() {
-    let cluster = Cluster::start(3, &flags(&[]));
+    let cluster = Cluster::start(3, &[]);
+    cluster.leader().await;
     let client = &cluster.client().await;
 
     // Cluster IPs: allocated from 10.96.0.0/12, a requested one honoured
     // when free, refused when taken or outside the range, freed on delete.
-    let a = client.create(&service("default", "a", "x", "")).await.unwrap();
+    let a = client
+        .create(&service("default", "a", "x", ""))
+        .await
+        .unwrap();
     let ip_a: std::net::Ipv4Addr = a.spec.as_ref().unwrap().cluster_ip.parse().unwrap();
     assert!(
-        "10.96.0.0/12".parse::<ipnet::Ipv4Net>().unwrap().contains(&ip_a),
+        "10.96.0.0/12"
+            .parse::<ipnet::Ipv4Net>()
+            .unwrap()
+            .contains(&ip_a),
         "{ip_a}"
     );
     let b = client
@@ -264,7 +267,9 @@ async fn services_get_cluster_ips_and_endpoints_follow_ready_matching_pods() {
     // An update leaving clusterIP out keeps it; one changing it is refused.
     let mut a2 = a.clone();
     a2.spec.as_mut().unwrap().cluster_ip.clear();
-    a2.metadata_mut().labels.insert("tier".into(), "front".into());
+    a2.metadata_mut()
+        .labels
+        .insert("tier".into(), "front".into());
     let a2 = client.update(&a2).await.unwrap();
     assert_eq!(a2.spec.as_ref().unwrap().cluster_ip, ip_a.to_string());
     let mut a3 = a2.clone();
@@ -297,9 +302,15 @@ async fn services_get_cluster_ips_and_endpoints_follow_ready_matching_pods() {
     // resolved, as they come and go.
     let sim = SimNode::start(&cluster, "ep");
     wait_node_ready(&client, &sim.name).await;
-    client.create(&service("default", "web", "web", "")).await.unwrap();
+    client
+        .create(&service("default", "web", "web", ""))
+        .await
+        .unwrap();
     for (name, app) in [("web-1", "web"), ("web-2", "web"), ("db-1", "db")] {
-        client.create(&pod("default", name, &sim.name, app)).await.unwrap();
+        client
+            .create(&pod("default", name, &sim.name, app))
+            .await
+            .unwrap();
     }
     let e = wait_endpoints(&client, "default", "web", &["web-1", "web-2"], &[]).await;
     let (_, _, ports) = endpoint_pods(&e);
@@ -313,7 +324,10 @@ async fn services_get_cluster_ips_and_endpoints_follow_ready_matching_pods() {
     assert_eq!(addr.ip, pod1.status.as_ref().unwrap().pod_ip);
     assert_eq!(addr.node_name, sim.name);
     // A pod on a node that runs nothing stays not ready: listed apart.
-    client.create(&pod("default", "web-3", "nowhere", "web")).await.unwrap();
+    client
+        .create(&pod("default", "web-3", "nowhere", "web"))
+        .await
+        .unwrap();
     let mut p3: api::Pod = client.get_object("default", "web-3").await.unwrap();
     p3.status = Some(api::PodStatus {
         phase: "Running".into(),
@@ -324,40 +338,56 @@ async fn services_get_cluster_ips_and_endpoints_follow_ready_matching_pods() {
     wait_endpoints(&client, "default", "web", &["web-1", "web-2"], &["web-3"]).await;
     // Relabelled out of the selector, then deleted: gone from the list.
     let mut p2: api::Pod = client.get_object("default", "web-2").await.unwrap();
-    p2.metadata_mut().labels.insert("app".into(), "other".into());
+    p2.metadata_mut()
+        .labels
+        .insert("app".into(), "other".into());
     client.update(&p2).await.unwrap();
     client
         .delete_object::<api::Pod>("default", "web-3", &DeleteOptions::default())
         .await
         .unwrap();
     wait_endpoints(&client, "default", "web", &["web-1"], &[]).await;
-    client.create(&pod("default", "web-4", &sim.name, "web")).await.unwrap();
+    client
+        .create(&pod("default", "web-4", &sim.name, "web"))
+        .await
+        .unwrap();
     wait_endpoints(&client, "default", "web", &["web-1", "web-4"], &[]).await;
     // Deleted with its Service.
     client
         .delete_object::<api::Service>("default", "web", &DeleteOptions::default())
         .await
         .unwrap();
-    wait_for("endpoints deleted with the service", Duration::from_secs(30), || async move {
-        let r = client.get_object::<api::Endpoints>("default", "web").await;
-        matches!(r, Err(e) if e.is_reason("NotFound")).then_some(())
-    })
+    wait_for(
+        "endpoints deleted with the service",
+        Duration::from_secs(30),
+        || async move {
+            let r = client.get_object::<api::Endpoints>("default", "web").await;
+            matches!(r, Err(e) if e.is_reason("NotFound")).then_some(())
+        },
+    )
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_node_goes_not_ready_and_loses_its_pods_but_a_master_failover_alone_marks_none() {
-    let mut cluster = Cluster::start(3, &flags(SHORT_NODE_TIMES));
+    let mut cluster = Cluster::start(3, SHORT_NODE_TIMES);
+    cluster.leader().await;
     let client = &cluster.client().await;
     let live = SimNode::start(&cluster, "live");
     let mut dead = SimNode::start(&cluster, "dead");
     wait_node_ready(&client, &live.name).await;
     wait_node_ready(&client, &dead.name).await;
     for (name, node) in [("on-live", &live.name), ("on-dead", &dead.name)] {
-        client.create(&pod("default", name, node, "web")).await.unwrap();
+        client
+            .create(&pod("default", name, node, "web"))
+            .await
+            .unwrap();
         wait_pod_ready(&client, "default", name).await;
     }
-    client.create(&service("default", "web", "web", "")).await.unwrap();
+    client
+        .create(&service("default", "web", "web", ""))
+        .await
+        .unwrap();
     wait_endpoints(&client, "default", "web", &["on-dead", "on-live"], &[]).await;
 
     // A master failover: the new leader's clock starts over, and the nodes
@@ -386,10 +416,14 @@ async fn a_silent_node_goes_not_ready_and_loses_its_pods_but_a_master_failover_a
     let dead_name = dead.name.clone();
     let dn = dead_name.as_str();
     dead.kill();
-    let n = wait_for("the silent node NotReady", Duration::from_secs(30), || async move {
-        let n: api::Node = client.get_object("", dn).await.ok()?;
-        (ready_status(&n) == "Unknown").then_some(n)
-    })
+    let n = wait_for(
+        "the silent node NotReady",
+        Duration::from_secs(30),
+        || async move {
+            let n: api::Node = client.get_object("", dn).await.ok()?;
+            (ready_status(&n) == "Unknown").then_some(n)
+        },
+    )
     .await;
     let ready = n
         .status
@@ -405,42 +439,62 @@ async fn a_silent_node_goes_not_ready_and_loses_its_pods_but_a_master_failover_a
     assert!(ok, "{err}");
     let line = out.lines().find(|l| l.starts_with(&dead.name)).unwrap();
     assert!(line.contains("NotReady"), "{out}");
-    wait_for("the unreachable taint", Duration::from_secs(30), || async move {
-        let n: api::Node = client.get_object("", dn).await.ok()?;
-        n.spec
-            .as_ref()?
-            .taints
-            .iter()
-            .any(|t| t.key == "node.kubernetes.io/unreachable" && t.effect == "NoExecute")
-            .then_some(())
-    })
+    wait_for(
+        "the unreachable taint",
+        Duration::from_secs(30),
+        || async move {
+            let n: api::Node = client.get_object("", dn).await.ok()?;
+            n.spec
+                .as_ref()?
+                .taints
+                .iter()
+                .any(|t| t.key == "node.kubernetes.io/unreachable" && t.effect == "NoExecute")
+                .then_some(())
+        },
+    )
     .await;
     wait_endpoints(&client, "default", "web", &["on-live"], &["on-dead"]).await;
-    wait_for("the silent node's pod evicted", Duration::from_secs(30), || async move {
-        let r = client.get_object::<api::Pod>("default", "on-dead").await;
-        matches!(r, Err(e) if e.is_reason("NotFound")).then_some(())
-    })
+    wait_for(
+        "the silent node's pod evicted",
+        Duration::from_secs(30),
+        || async move {
+            let r = client.get_object::<api::Pod>("default", "on-dead").await;
+            matches!(r, Err(e) if e.is_reason("NotFound")).then_some(())
+        },
+    )
     .await;
     let events = client.list::<api::Event>("default", "", "").await.unwrap();
     assert!(
         events.items.iter().any(|e| e.reason == "NodeNotReady"
-            && e.involved_object.as_ref().is_some_and(|o| o.name == dead.name)),
+            && e.involved_object
+                .as_ref()
+                .is_some_and(|o| o.name == dead.name)),
         "a NodeNotReady event"
     );
     let l: api::Node = client.get_object("", &live.name).await.unwrap();
     assert_eq!(ready_status(&l), "True");
-    assert!(client.get_object::<api::Pod>("default", "on-live").await.is_ok());
+    assert!(
+        client
+            .get_object::<api::Pod>("default", "on-live")
+            .await
+            .is_ok()
+    );
 
     // Heartbeats again: the taint goes.
     let _back = SimNode::start(&cluster, "dead");
-    wait_for("the taint removed", Duration::from_secs(30), || async move {
-        let n: api::Node = client.get_object("", "dead-1").await.ok()?;
-        let tainted = n
-            .spec
-            .as_ref()
-            .is_some_and(|s| s.taints.iter().any(|t| t.key == "node.kubernetes.io/unreachable"));
-        (ready_status(&n) == "True" && !tainted).then_some(())
-    })
+    wait_for(
+        "the taint removed",
+        Duration::from_secs(30),
+        || async move {
+            let n: api::Node = client.get_object("", "dead-1").await.ok()?;
+            let tainted = n.spec.as_ref().is_some_and(|s| {
+                s.taints
+                    .iter()
+                    .any(|t| t.key == "node.kubernetes.io/unreachable")
+            });
+            (ready_status(&n) == "True" && !tainted).then_some(())
+        },
+    )
     .await;
 }
 
@@ -468,17 +522,27 @@ async fn gone<K: Object>(client: &Client, ns: &str, name: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn namespace_and_cascading_deletes_leave_nothing_behind() {
-    let cluster = Cluster::start(3, &flags(&[]));
+    let cluster = Cluster::start(3, &[]);
+    cluster.leader().await;
     let client = &cluster.client().await;
     let ten = Duration::from_secs(30);
 
     // Background: the owner goes at once, its dependents after it.
-    let owner = client.create(&config_map("default", "bg", &[])).await.unwrap();
+    let owner = client
+        .create(&config_map("default", "bg", &[]))
+        .await
+        .unwrap();
     for d in ["bg-a", "bg-b"] {
-        client.create(&config_map("default", d, &[&owner])).await.unwrap();
+        client
+            .create(&config_map("default", d, &[&owner]))
+            .await
+            .unwrap();
     }
     // A dependent with a second owner that stays only loses the reference.
-    let keeper = client.create(&config_map("default", "keeper", &[])).await.unwrap();
+    let keeper = client
+        .create(&config_map("default", "keeper", &[]))
+        .await
+        .unwrap();
     client
         .create(&config_map("default", "bg-shared", &[&owner, &keeper]))
         .await
@@ -501,8 +565,14 @@ async fn namespace_and_cascading_deletes_leave_nothing_behind() {
     assert_eq!(shared.metadata().owner_references[0].name, "keeper");
 
     // Foreground: the owner stays (marked) until its dependents are gone.
-    let owner = client.create(&config_map("default", "fg", &[])).await.unwrap();
-    let child = client.create(&config_map("default", "fg-child", &[&owner])).await.unwrap();
+    let owner = client
+        .create(&config_map("default", "fg", &[]))
+        .await
+        .unwrap();
+    let child = client
+        .create(&config_map("default", "fg-child", &[&owner]))
+        .await
+        .unwrap();
     client
         .create(&config_map("default", "fg-grandchild", &[&child]))
         .await
@@ -519,7 +589,12 @@ async fn namespace_and_cascading_deletes_leave_nothing_behind() {
         .await
         .unwrap();
     assert!(!marked.metadata().deletion_timestamp.is_empty());
-    assert!(marked.metadata().finalizers.contains(&"foregroundDeletion".to_string()));
+    assert!(
+        marked
+            .metadata()
+            .finalizers
+            .contains(&"foregroundDeletion".to_string())
+    );
     wait_for("the foreground tree deleted", ten, || async move {
         for n in ["fg", "fg-child", "fg-grandchild"] {
             if !gone::<api::ConfigMap>(&client, "default", n).await {
@@ -531,8 +606,14 @@ async fn namespace_and_cascading_deletes_leave_nothing_behind() {
     .await;
 
     // Orphan: the owner goes, its dependents stay without the reference.
-    let owner = client.create(&config_map("default", "or", &[])).await.unwrap();
-    client.create(&config_map("default", "or-a", &[&owner])).await.unwrap();
+    let owner = client
+        .create(&config_map("default", "or", &[]))
+        .await
+        .unwrap();
+    client
+        .create(&config_map("default", "or-a", &[&owner]))
+        .await
+        .unwrap();
     client
         .delete_object::<api::ConfigMap>(
             "default",
@@ -545,7 +626,9 @@ async fn namespace_and_cascading_deletes_leave_nothing_behind() {
         .await
         .unwrap();
     wait_for("the orphaning owner gone", ten, || async move {
-        gone::<api::ConfigMap>(&client, "default", "or").await.then_some(())
+        gone::<api::ConfigMap>(&client, "default", "or")
+            .await
+            .then_some(())
     })
     .await;
     let orphan: api::ConfigMap = client.get_object("default", "or-a").await.unwrap();
@@ -554,9 +637,18 @@ async fn namespace_and_cascading_deletes_leave_nothing_behind() {
     // Namespace deletion: Terminating, refuses new content, empties, goes.
     let (ok, _, err) = cluster.cli(&["create", "namespace", "doomed"]);
     assert!(ok, "{err}");
-    client.create(&config_map("doomed", "cm-1", &[])).await.unwrap();
-    client.create(&service("doomed", "svc", "web", "")).await.unwrap();
-    client.create(&pod("doomed", "p-1", "nowhere", "web")).await.unwrap();
+    client
+        .create(&config_map("doomed", "cm-1", &[]))
+        .await
+        .unwrap();
+    client
+        .create(&service("doomed", "svc", "web", ""))
+        .await
+        .unwrap();
+    client
+        .create(&pod("doomed", "p-1", "nowhere", "web"))
+        .await
+        .unwrap();
     let (ok, out, err) = cluster.cli(&["delete", "namespace", "doomed"]);
     assert!(ok, "{out}{err}");
     let e = client
@@ -564,33 +656,59 @@ async fn namespace_and_cascading_deletes_leave_nothing_behind() {
         .await
         .unwrap_err();
     // Either refused as Terminating, or the namespace is already gone.
-    assert!(
-        reason(&e) == "Forbidden" || reason(&e) == "NotFound",
-        "{e}"
-    );
+    assert!(reason(&e) == "Forbidden" || reason(&e) == "NotFound", "{e}");
     if reason(&e) == "Forbidden" {
         assert!(e.to_string().contains("being terminated"), "{e}");
     }
     wait_for("the namespace gone", ten, || async move {
-        gone::<api::Namespace>(&client, "", "doomed").await.then_some(())
+        gone::<api::Namespace>(&client, "", "doomed")
+            .await
+            .then_some(())
     })
     .await;
-    assert!(client.list::<api::ConfigMap>("doomed", "", "").await.unwrap().items.is_empty());
-    assert!(client.list::<api::Service>("doomed", "", "").await.unwrap().items.is_empty());
-    assert!(client.list::<api::Pod>("doomed", "", "").await.unwrap().items.is_empty());
+    assert!(
+        client
+            .list::<api::ConfigMap>("doomed", "", "")
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(
+        client
+            .list::<api::Service>("doomed", "", "")
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(
+        client
+            .list::<api::Pod>("doomed", "", "")
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
     // The Service's cluster IP went with it: nothing else holds it.
     let ips = common::dump(&client, &cluster.masters[0].addr).await;
     let held = ips
         .iter()
         .filter(|(k, _, _)| k.starts_with(b"/registry/clusterips/"))
         .count();
-    let services = client.list::<api::Service>("", "", "").await.unwrap().items.len();
+    let services = client
+        .list::<api::Service>("", "", "")
+        .await
+        .unwrap()
+        .items
+        .len();
     assert_eq!(held, services, "one allocation key per Service");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_get_distinct_pod_cidrs_and_cordon_uncordon_drain_work_from_the_cli() {
-    let cluster = Cluster::start(3, &flags(&[]));
+    let cluster = Cluster::start(3, &[]);
+    cluster.leader().await;
     let client = &cluster.client().await;
 
     // Node IPAM: distinct /24s of 10.244.0.0/16; a deleted node's is reused.
@@ -601,15 +719,24 @@ async fn nodes_get_distinct_pod_cidrs_and_cordon_uncordon_drain_work_from_the_cl
         client.create(&n).await.unwrap();
     }
     for name in ["plain-1", "plain-2", "plain-3"] {
-        let cidr = wait_for(&format!("{name}'s pod CIDR"), Duration::from_secs(30), || async move {
-            let n: api::Node = client.get_object("", name).await.ok()?;
-            let c = n.spec?.pod_cidr;
-            (!c.is_empty()).then_some(c)
-        })
+        let cidr = wait_for(
+            &format!("{name}'s pod CIDR"),
+            Duration::from_secs(30),
+            || async move {
+                let n: api::Node = client.get_object("", name).await.ok()?;
+                let c = n.spec?.pod_cidr;
+                (!c.is_empty()).then_some(c)
+            },
+        )
         .await;
         let net: ipnet::Ipv4Net = cidr.parse().unwrap();
         assert_eq!(net.prefix_len(), 24);
-        assert!("10.244.0.0/16".parse::<ipnet::Ipv4Net>().unwrap().contains(&net));
+        assert!(
+            "10.244.0.0/16"
+                .parse::<ipnet::Ipv4Net>()
+                .unwrap()
+                .contains(&net)
+        );
         assert!(cidrs.insert(cidr.clone()), "{cidr} given twice");
     }
     let n2: api::Node = client.get_object("", "plain-2").await.unwrap();
@@ -621,11 +748,15 @@ async fn nodes_get_distinct_pod_cidrs_and_cordon_uncordon_drain_work_from_the_cl
     let mut n = api::Node::default();
     n.metadata_mut().name = "plain-4".into();
     client.create(&n).await.unwrap();
-    let got = wait_for("plain-4's pod CIDR", Duration::from_secs(30), || async move {
-        let n: api::Node = client.get_object("", "plain-4").await.ok()?;
-        let c = n.spec?.pod_cidr;
-        (!c.is_empty()).then_some(c)
-    })
+    let got = wait_for(
+        "plain-4's pod CIDR",
+        Duration::from_secs(30),
+        || async move {
+            let n: api::Node = client.get_object("", "plain-4").await.ok()?;
+            let c = n.spec?.pod_cidr;
+            (!c.is_empty()).then_some(c)
+        },
+    )
     .await;
     assert_eq!(got, freed, "the deleted node's CIDR is reused");
 
@@ -646,17 +777,29 @@ async fn nodes_get_distinct_pod_cidrs_and_cordon_uncordon_drain_work_from_the_cl
     assert!(!n.spec.unwrap().unschedulable);
     let (ok, _, err) = cluster.cli(&["cordon", "no-such-node"]);
     assert!(!ok);
-    assert!(err.contains("NotFound") && err.contains("no-such-node"), "{err}");
+    assert!(
+        err.contains("NotFound") && err.contains("no-such-node"),
+        "{err}"
+    );
 
     // drain: refuses unmanaged pods without --force, then evicts and waits.
     for name in ["d-1", "d-2"] {
-        client.create(&pod("default", name, &node.metadata().name, "d")).await.unwrap();
+        client
+            .create(&pod("default", name, &node.metadata().name, "d"))
+            .await
+            .unwrap();
         wait_pod_ready(&client, "default", name).await;
     }
-    client.create(&pod("default", "elsewhere", "plain-1", "d")).await.unwrap();
+    client
+        .create(&pod("default", "elsewhere", "plain-1", "d"))
+        .await
+        .unwrap();
     let (ok, _, err) = cluster.cli(&["drain", &sim.name]);
     assert!(!ok);
-    assert!(err.contains("--force") && err.contains("default/d-1"), "{err}");
+    assert!(
+        err.contains("--force") && err.contains("default/d-1"),
+        "{err}"
+    );
     let (ok, out, err) = cluster.cli(&["drain", &sim.name, "--force", "--timeout", "60s"]);
     assert!(ok, "{out}{err}");
     for want in [
@@ -669,7 +812,15 @@ async fn nodes_get_distinct_pod_cidrs_and_cordon_uncordon_drain_work_from_the_cl
     }
     assert!(gone::<api::Pod>(&client, "default", "d-1").await);
     assert!(gone::<api::Pod>(&client, "default", "d-2").await);
-    assert!(client.get_object::<api::Pod>("default", "elsewhere").await.is_ok());
+    assert!(
+        client
+            .get_object::<api::Pod>("default", "elsewhere")
+            .await
+            .is_ok()
+    );
     let n: api::Node = client.get_object("", &sim.name).await.unwrap();
-    assert!(n.spec.unwrap().unschedulable, "a drained node stays cordoned");
+    assert!(
+        n.spec.unwrap().unschedulable,
+        "a drained node stays cordoned"
+    );
 }

@@ -33,7 +33,11 @@ pub fn ip_key(ip: IpAddr) -> String {
 
 /// The IP in an allocation key, if it is one.
 pub fn ip_of_key(key: &[u8]) -> Option<IpAddr> {
-    std::str::from_utf8(key).ok()?.strip_prefix(PREFIX)?.parse().ok()
+    std::str::from_utf8(key)
+        .ok()?
+        .strip_prefix(PREFIX)?
+        .parse()
+        .ok()
 }
 
 /// Offsets inside `cidr` that may be handed out: all but the network
@@ -132,7 +136,12 @@ pub fn random_start() -> u128 {
 /// The Service's clusterIP field, if `obj` is a Service.
 pub fn requested<K: Object>(obj: &K) -> Option<&str> {
     let svc = (obj as &dyn Any).downcast_ref::<api::Service>()?;
-    Some(svc.spec.as_ref().map(|s| s.cluster_ip.as_str()).unwrap_or(""))
+    Some(
+        svc.spec
+            .as_ref()
+            .map(|s| s.cluster_ip.as_str())
+            .unwrap_or(""),
+    )
 }
 
 /// Sets the Service's clusterIP (no-op for other kinds).

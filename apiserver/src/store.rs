@@ -551,7 +551,8 @@ impl Store {
             m.generation = cm.generation;
         }
         let name = cm.name.clone();
-        cluster_ip::on_update(current, &mut next).map_err(|c| ApiError::invalid(K::INFO, &name, c))?;
+        cluster_ip::on_update(current, &mut next)
+            .map_err(|c| ApiError::invalid(K::INFO, &name, c))?;
         validate::prepare(&mut next).map_err(|c| ApiError::invalid(K::INFO, &name, c))?;
         validate::transition(current, &next).map_err(|c| ApiError::invalid(K::INFO, &name, c))?;
         // Compared after defaulting: a manifest that only omits defaults
@@ -817,7 +818,8 @@ impl Store {
                 m.deletion_timestamp = now();
             }
             m.finalizers.extend(adds.iter().map(|f| f.to_string()));
-            if let Some(ns) = (&mut next as &mut dyn std::any::Any).downcast_mut::<api::Namespace>() {
+            if let Some(ns) = (&mut next as &mut dyn std::any::Any).downcast_mut::<api::Namespace>()
+            {
                 ns.status.get_or_insert_default().phase = "Terminating".into();
             }
             let bytes = encode(&next)?;

@@ -95,7 +95,11 @@ pub fn subsets(service: &api::Service, pods: &[api::Pod]) -> Vec<api::EndpointSu
         }
         let m = pod.metadata();
         let address = api::EndpointAddress {
-            ip: pod.status.as_ref().map(|s| s.pod_ip.clone()).unwrap_or_default(),
+            ip: pod
+                .status
+                .as_ref()
+                .map(|s| s.pod_ip.clone())
+                .unwrap_or_default(),
             hostname: String::new(),
             node_name: pod
                 .spec
@@ -130,10 +134,14 @@ pub fn subsets(service: &api::Service, pods: &[api::Pod]) -> Vec<api::EndpointSu
         }
     }
     let by_ip = |a: &api::EndpointAddress, b: &api::EndpointAddress| {
-        (a.ip.as_str(), a.target_ref.as_ref().map(|r| r.name.as_str())).cmp(&(
-            b.ip.as_str(),
-            b.target_ref.as_ref().map(|r| r.name.as_str()),
-        ))
+        (
+            a.ip.as_str(),
+            a.target_ref.as_ref().map(|r| r.name.as_str()),
+        )
+            .cmp(&(
+                b.ip.as_str(),
+                b.target_ref.as_ref().map(|r| r.name.as_str()),
+            ))
     };
     groups
         .into_values()
@@ -346,7 +354,10 @@ mod tests {
         let a = &s[0].addresses[0];
         assert_eq!(a.node_name, "n1");
         let r = a.target_ref.as_ref().unwrap();
-        assert_eq!((r.kind.as_str(), r.name.as_str(), r.uid.as_str()), ("Pod", "a", "uid-a"));
+        assert_eq!(
+            (r.kind.as_str(), r.name.as_str(), r.uid.as_str()),
+            ("Pod", "a", "uid-a")
+        );
     }
 
     #[test]

@@ -488,7 +488,10 @@ mod tests {
             Some(("Node", String::new(), "n1".into()))
         );
         let rs_ref = owner("ReplicaSet", "rs", "u", false);
-        assert_eq!(owner_id(&rs_ref, "shop"), Some(("ReplicaSet", "shop".into(), "rs".into())));
+        assert_eq!(
+            owner_id(&rs_ref, "shop"),
+            Some(("ReplicaSet", "shop".into(), "rs".into()))
+        );
         let unknown = api::OwnerReference {
             kind: "CronJob".into(),
             ..Default::default()

@@ -127,7 +127,11 @@ pub fn mark_unknown(node: &api::Node, now: &str) -> Option<api::Node> {
     }
     let mut next = node.clone();
     let status = next.status.get_or_insert_default();
-    let cond = match status.conditions.iter_mut().position(|c| c.r#type == "Ready") {
+    let cond = match status
+        .conditions
+        .iter_mut()
+        .position(|c| c.r#type == "Ready")
+    {
         Some(i) => &mut status.conditions[i],
         None => {
             status.conditions.push(api::Condition {
@@ -252,7 +256,10 @@ impl NodeLifecycle {
 
     async fn not_ready(&self, node: &api::Node, evict: bool) -> Result<(), Error> {
         let name = node.metadata().name.clone();
-        self.silent.lock().expect("silent lock").insert(name.clone());
+        self.silent
+            .lock()
+            .expect("silent lock")
+            .insert(name.clone());
         let now = now_rfc3339();
         let mut node = node.clone();
         if let Some(next) = mark_unknown(&node, &now) {
@@ -327,10 +334,7 @@ impl NodeLifecycle {
                             pod,
                             EventType::Normal,
                             "NodeControllerEviction",
-                            &format!(
-                                "Marking for deletion Pod {} from Node {name}",
-                                m.name
-                            ),
+                            &format!("Marking for deletion Pod {} from Node {name}", m.name),
                         )
                         .await;
                 }
@@ -350,7 +354,10 @@ impl Reconciler for NodeLifecycle {
     async fn reconcile(&self, key: &Key) -> Result<Action, Error> {
         let name = &key.1;
         let Some(node) = self.nodes.get("", name) else {
-            self.heartbeats.lock().expect("heartbeats lock").forget(name);
+            self.heartbeats
+                .lock()
+                .expect("heartbeats lock")
+                .forget(name);
             self.silent.lock().expect("silent lock").remove(name);
             return Ok(Action::Done);
         };
@@ -374,12 +381,7 @@ impl Reconciler for NodeLifecycle {
 }
 
 /// Runs the node lifecycle controller until `shutdown`.
-pub async fn run(
-    client: Client,
-    grace: Duration,
-    eviction: Duration,
-    shutdown: CancellationToken,
-) {
+pub async fn run(client: Client, grace: Duration, eviction: Duration, shutdown: CancellationToken) {
     let (nodes, node_events) = informer::start::<api::Node>(client.clone(), "", "");
     let (pods, pod_events) = informer::start::<api::Pod>(client.clone(), "", "");
     let queue = Queue::new();
@@ -392,7 +394,11 @@ pub async fn run(
     let s = silent.clone();
     forward(pod_events, shutdown.clone(), move |e: Event<api::Pod>| {
         let pod = object(&e);
-        let node = pod.spec.as_ref().map(|s| s.node_name.as_str()).unwrap_or("");
+        let node = pod
+            .spec
+            .as_ref()
+            .map(|s| s.node_name.as_str())
+            .unwrap_or("");
         if !node.is_empty() && s.lock().expect("silent lock").contains(node) {
             q.add((String::new(), node.to_string()));
         }
@@ -434,7 +440,10 @@ mod tests {
         assert_eq!(hb.observe("n1", "t2", Instant::now()), Duration::ZERO);
         tokio::time::advance(Duration::from_secs(6)).await;
         let s = hb.observe("n1", "t2", Instant::now());
-        assert!(matches!(verdict(s, GRACE, EVICTION), Verdict::NotReady { .. }));
+        assert!(matches!(
+            verdict(s, GRACE, EVICTION),
+            Verdict::NotReady { .. }
+        ));
     }
 
     #[tokio::test(start_paused = true)]

@@ -92,7 +92,11 @@ async fn set_unschedulable(client: &Client, node: &str, value: bool) -> anyhow::
 pub async fn cordon(g: &GlobalArgs, a: NodeArgs) -> anyhow::Result<()> {
     let client = g.client().await?;
     let changed = set_unschedulable(&client, &a.node, true).await?;
-    let word = if changed { "cordoned" } else { "already cordoned" };
+    let word = if changed {
+        "cordoned"
+    } else {
+        "already cordoned"
+    };
     outln!("node/{} {word}", a.node)?;
     Ok(())
 }
@@ -173,7 +177,11 @@ async fn pods_on(client: &Client, node: &str) -> anyhow::Result<Vec<api::Pod>> {
 pub async fn drain(g: &GlobalArgs, a: DrainArgs) -> anyhow::Result<()> {
     let client = g.client().await?;
     let changed = set_unschedulable(&client, &a.node, true).await?;
-    let word = if changed { "cordoned" } else { "already cordoned" };
+    let word = if changed {
+        "cordoned"
+    } else {
+        "already cordoned"
+    };
     outln!("node/{} {word}", a.node)?;
     let plan = plan(
         pods_on(&client, &a.node).await?,
@@ -286,9 +294,16 @@ mod tests {
 
     #[test]
     fn daemonset_pods_are_refused_or_left_in_place() {
-        let pods = vec![pod("agent-x", Some("DaemonSet")), pod("web-1", Some("ReplicaSet"))];
+        let pods = vec![
+            pod("agent-x", Some("DaemonSet")),
+            pod("web-1", Some("ReplicaSet")),
+        ];
         let p = plan(pods.clone(), false, false);
-        assert!(p.refusals[0].contains("--ignore-daemonsets"), "{:?}", p.refusals);
+        assert!(
+            p.refusals[0].contains("--ignore-daemonsets"),
+            "{:?}",
+            p.refusals
+        );
         let p = plan(pods, false, true);
         assert!(p.refusals.is_empty());
         assert_eq!(p.ignored, ["default/agent-x"]);
