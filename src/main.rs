@@ -7,6 +7,8 @@
 
 mod cli;
 mod server;
+mod sim;
+mod supervisor;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -70,6 +72,9 @@ enum Command {
     /// Benchmark Rafter against etcd on this machine.
     #[command(subcommand)]
     Bench(cli::bench::BenchCommand),
+    /// Simulated nodes, for tests and benchmarks only.
+    #[command(subcommand)]
+    Sim(cli::sim::SimCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -139,6 +144,7 @@ async fn main() -> ExitCode {
         Command::Uncordon(a) => cli::nodes::uncordon(&cli.global, a).await,
         Command::Drain(a) => cli::nodes::drain(&cli.global, a).await,
         Command::Bench(c) => cli::bench::run(c).await,
+        Command::Sim(c) => cli::sim::run(&cli.global, c).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -86,6 +86,20 @@ pub struct ServerArgs {
     /// milliseconds.
     #[arg(long, default_value_t = 5_000)]
     pub bookmark_interval_ms: u64,
+    /// The range Service cluster IPs are allocated from.
+    #[arg(long, default_value = "10.96.0.0/12")]
+    pub service_cidr: ipnet::IpNet,
+    /// The range node pod CIDRs (one /24 per node) are allocated from.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    pub pod_cidr: ipnet::IpNet,
+    /// A node whose agent has not heartbeated for this long is NotReady
+    /// (e.g. 5s, 500ms); the clock starts over on a new leader.
+    #[arg(long, default_value = "5s", value_parser = crate::cli::bench::parse_duration)]
+    pub node_grace_period: Duration,
+    /// Pods of a NotReady node are deleted (and so recreated elsewhere by
+    /// their controllers) after this long.
+    #[arg(long, default_value = "30s", value_parser = crate::cli::bench::parse_duration)]
+    pub pod_eviction_timeout: Duration,
 }
 
 /// The admin token: from --token-file, else DATA_DIR/admin-token (created
@@ -180,6 +194,18 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| args.listen.clone());
     check_host_port(&advertise).context("invalid --advertise")?;
+    if args.pod_cidr.prefix_len() > 24 || args.pod_cidr.max_prefix_len() != 32 {
+        bail!(
+            "--pod-cidr {} must be an IPv4 range of /24 or larger: each node gets a /24 of it",
+            args.pod_cidr
+        );
+    }
+    if args.service_cidr.max_prefix_len() - args.service_cidr.prefix_len() < 2 {
+        bail!(
+            "--service-cidr {} is too small: give a range with room for services, e.g. 10.96.0.0/12",
+            args.service_cidr
+        );
+    }
     let initial = match &args.initial_cluster {
         Some(spec) => {
             let members = parse_initial_cluster(spec)?;
@@ -317,6 +343,21 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         },
     ));
     tokio::spawn(async move { api.ensure_system_namespaces().await });
+    let supervisor_stop = tokio_util::sync::CancellationToken::new();
+    let supervisor = tokio::spawn(
+        crate::supervisor::Supervisor {
+            node: node.clone(),
+            endpoint: advertise.clone(),
+            token: token.clone(),
+            controllers: rafter_controllers::Options {
+                service_cidr: args.service_cidr,
+                pod_cidr: args.pod_cidr,
+                node_grace_period: args.node_grace_period,
+                pod_eviction_timeout: args.pod_eviction_timeout,
+            },
+        }
+        .run(supervisor_stop.clone()),
+    );
     if let Some(l) = metrics_listener {
         tokio::spawn(serve_metrics(node.clone(), l, stop_rx.clone()));
     }
@@ -338,6 +379,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             bail!("gRPC server stopped: {:?}", r);
         }
     }
+    supervisor_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(3), supervisor).await;
     let _ = stop_tx.send(true);
     node.shutdown().await;
     drop(data_dir);

@@ -59,8 +59,16 @@ pub fn transition<K: Object>(current: &K, next: &K) -> Result<(), Vec<FieldCause
         (current as &dyn Any).downcast_ref::<api::Pod>(),
         (next as &dyn Any).downcast_ref::<api::Pod>(),
     ) {
-        let old_node = old.spec.as_ref().map(|s| s.node_name.as_str()).unwrap_or("");
-        let new_node = new.spec.as_ref().map(|s| s.node_name.as_str()).unwrap_or("");
+        let old_node = old
+            .spec
+            .as_ref()
+            .map(|s| s.node_name.as_str())
+            .unwrap_or("");
+        let new_node = new
+            .spec
+            .as_ref()
+            .map(|s| s.node_name.as_str())
+            .unwrap_or("");
         if !old_node.is_empty() && new_node != old_node {
             errs.invalid(
                 "spec.nodeName",
@@ -69,7 +77,11 @@ pub fn transition<K: Object>(current: &K, next: &K) -> Result<(), Vec<FieldCause
             );
         }
     }
-    if errs.0.is_empty() { Ok(()) } else { Err(errs.0) }
+    if errs.0.is_empty() {
+        Ok(())
+    } else {
+        Err(errs.0)
+    }
 }
 
 /// Fills defaults and validates `obj`. Returns the field errors, if any.

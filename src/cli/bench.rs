@@ -1,6 +1,11 @@
 //! `rafter bench kv`: runs the `rafter-bench` crate's benchmark of
 //! Rafter's store against etcd, prints the comparison table and where the
 //! JSON report and the chart went.
+//!
+//! `rafter bench scheduler`: scheduling throughput and failover with
+//! simulated nodes (see `bench::scheduler`).
+
+mod scheduler;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,6 +21,10 @@ pub enum BenchCommand {
     /// Compare the KV store with a 3-member etcd on this machine: puts,
     /// gets, watch latency, leader failover, memory (about 2 minutes).
     Kv(KvArgs),
+    /// Scheduling throughput on 3 masters with simulated nodes: pods bound
+    /// per second, then the time from a leader kill to the first binding
+    /// of the new leader's scheduler.
+    Scheduler(scheduler::SchedulerArgs),
 }
 
 /// Options of `rafter bench kv`.
@@ -52,7 +61,10 @@ pub struct KvArgs {
 
 /// Runs a `rafter bench` verb.
 pub async fn run(c: BenchCommand) -> anyhow::Result<()> {
-    let BenchCommand::Kv(a) = c;
+    let a = match c {
+        BenchCommand::Kv(a) => a,
+        BenchCommand::Scheduler(a) => return scheduler::run(a).await,
+    };
     let rafter_bin = match a.rafter_bin {
         Some(b) => b,
         None => std::env::current_exe().context("cannot find this program's path")?,
@@ -84,7 +96,7 @@ pub async fn run(c: BenchCommand) -> anyhow::Result<()> {
 }
 
 /// `4s`, `500ms`, `2m` or a plain number of seconds.
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
         Some(i) => s.split_at(i),

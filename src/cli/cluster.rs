@@ -50,6 +50,9 @@ pub async fn run(global: &GlobalArgs, command: ClusterCommand) -> anyhow::Result
         ClusterCommand::Status(f) => {
             let statuses = client.cluster_status().await?;
             print_status(&statuses, f.output)?;
+            if f.output != TableFormat::Json {
+                print_control_plane(&client).await?;
+            }
         }
         ClusterCommand::Members(f) => {
             let resp = client.member_list().await?;
@@ -70,6 +73,31 @@ pub async fn run(global: &GlobalArgs, command: ClusterCommand) -> anyhow::Result
                 .with_context(|| format!("removing member {name:?}"))?;
             outln!("member {name:?} removed")?;
         }
+    }
+    Ok(())
+}
+
+/// Prints which master runs the scheduler and controllers, and since when.
+async fn print_control_plane(client: &rafter_client::Client) -> anyhow::Result<()> {
+    let record = client
+        .get(crate::supervisor::CONTROL_PLANE_KEY)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|kv| crate::supervisor::decode_record(&kv.value));
+    match record {
+        Some(r) => {
+            let age = rafter_proto::age::parse_rfc3339_utc(&r.since)
+                .map(|t| rafter_proto::age::human_age(t, std::time::SystemTime::now()))
+                .unwrap_or_else(|| "?".into());
+            outln!(
+                "\ncontrol loops (scheduler, controllers): {} since {} ({age}), term {}",
+                r.master,
+                r.since,
+                r.term
+            )?;
+        }
+        None => outln!("\ncontrol loops (scheduler, controllers): not started yet")?,
     }
     Ok(())
 }

@@ -39,6 +39,7 @@ pub mod local;
 pub mod nodes;
 pub mod objects;
 pub mod output;
+pub mod sim;
 pub mod tables;
 pub mod txn;
 
