@@ -69,6 +69,12 @@ enum Command {
     Set(cli::rollout::SetCommand),
     /// List the object types, their short names and API versions.
     ApiResources,
+    /// Mark a node unschedulable.
+    Cordon(cli::nodes::NodeArgs),
+    /// Mark a node schedulable again.
+    Uncordon(cli::nodes::NodeArgs),
+    /// Cordon a node and evict its pods (their controllers recreate them elsewhere).
+    Drain(cli::nodes::DrainArgs),
     /// Benchmark Rafter against etcd on this machine.
     #[command(subcommand)]
     Bench(cli::bench::BenchCommand),
@@ -142,6 +148,9 @@ async fn main() -> ExitCode {
         Command::Rollout(c) => cli::rollout::run(&cli.global, c).await,
         Command::Set(c) => cli::rollout::set(&cli.global, c).await,
         Command::ApiResources => cli::objects::api_resources(),
+        Command::Cordon(a) => cli::nodes::cordon(&cli.global, a).await,
+        Command::Uncordon(a) => cli::nodes::uncordon(&cli.global, a).await,
+        Command::Drain(a) => cli::nodes::drain(&cli.global, a).await,
         Command::Bench(c) => cli::bench::run(c).await,
         Command::Sim(c) => cli::sim::run(&cli.global, c).await,
     };

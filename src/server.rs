@@ -326,7 +326,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         rafter_apiserver::ApiOptions {
             bookmark_interval: Duration::from_millis(args.bookmark_interval_ms.max(10)),
         },
-    );
+    )
+    .with_service_cidr(args.service_cidr);
     let check = {
         let tokens = tokens.clone();
         move |r| tokens.check(r)

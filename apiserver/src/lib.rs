@@ -7,6 +7,7 @@
 //! [`Object`](rafter_proto::object::Object).
 
 pub mod auth;
+pub mod cluster_ip;
 pub mod error;
 pub mod store;
 pub mod validate;
@@ -68,9 +69,19 @@ impl ApiServer {
             store: Store {
                 node,
                 fence_term: 0,
+                service_cidr: cluster_ip::DEFAULT_SERVICE_CIDR
+                    .parse()
+                    .expect("valid CIDR"),
             },
             options,
         }
+    }
+
+    /// Allocates Service cluster IPs from `cidr` (`--service-cidr`;
+    /// default 10.96.0.0/12). Every master must be given the same range.
+    pub fn with_service_cidr(mut self, cidr: ipnet::IpNet) -> Self {
+        self.store.service_cidr = cidr;
+        self
     }
 
     /// The gRPC service.

@@ -16,6 +16,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
+use ipnet::IpNet;
+
 use rafter_proto::age::format_rfc3339_utc;
 use rafter_proto::api::{self, WriteId};
 use rafter_proto::json;
@@ -26,6 +28,7 @@ use rafter_raft_store::node::Node;
 use rafter_raft_store::range::read_range;
 use serde_json::Value;
 
+use crate::cluster_ip;
 use crate::error::{ApiError, Reason, Result};
 use crate::validate::{self, MAX_OBJECT_BYTES};
 
@@ -48,6 +51,8 @@ pub struct Store {
     /// The Raft term every write of this store is fenced with (0: none);
     /// set per request from the `rafter-fence-term` header.
     pub fence_term: u64,
+    /// Where Service cluster IPs are allocated from.
+    pub service_cidr: IpNet,
 }
 
 fn attempt_id(id: &Option<WriteId>, attempt: u64) -> Option<kv::WriteId> {
@@ -172,6 +177,27 @@ fn cmp_mod(key: &str, rev: u64) -> kv::Compare {
     }
 }
 
+/// Holds when `key` does not exist.
+fn absent(key: &str) -> kv::Compare {
+    kv::Compare {
+        result: compare::CompareResult::Equal as i32,
+        target: compare::CompareTarget::Create as i32,
+        key: key.as_bytes().to_vec(),
+        target_union: Some(compare::TargetUnion::CreateRevision(0)),
+    }
+}
+
+/// Deletes `obj`'s key and whatever is allocated along with it (a
+/// Service's cluster IP key).
+fn delete_ops<K: Object>(obj: &K) -> Vec<kv::RequestOp> {
+    let m = obj.metadata();
+    let mut ops = vec![delete_op(&K::INFO.key(&m.namespace, &m.name))];
+    if let Some(ip) = cluster_ip::held(obj) {
+        ops.push(delete_op(&cluster_ip::ip_key(ip)));
+    }
+    ops
+}
+
 fn put_op(key: &str, value: Vec<u8>) -> kv::RequestOp {
     kv::RequestOp {
         request: Some(request_op::Request::RequestPut(kv::PutRequest {
@@ -258,12 +284,22 @@ impl Store {
         compare: kv::Compare,
         op: kv::RequestOp,
     ) -> Result<Written> {
+        self.txn_all(write_id, vec![compare], vec![op]).await
+    }
+
+    /// One write of several ops, applied only if every compare holds.
+    async fn txn_all(
+        &self,
+        write_id: Option<kv::WriteId>,
+        compare: Vec<kv::Compare>,
+        success: Vec<kv::RequestOp>,
+    ) -> Result<Written> {
         let proposal = kv::Proposal {
             fence_term: self.fence_term,
             write_id,
             op: Some(kv::proposal::Op::Txn(kv::TxnRequest {
-                compare: vec![compare],
-                success: vec![op],
+                compare,
+                success,
                 ..Default::default()
             })),
         };
@@ -355,14 +391,29 @@ impl Store {
         Ok((items, revision))
     }
 
-    /// Fails with NotFound when a namespaced object's namespace is missing.
-    async fn check_namespace<K: Object>(&self, namespace: &str) -> Result<()> {
+    /// Fails with NotFound when a namespaced object's namespace is missing,
+    /// and with Forbidden when it is being deleted (Terminating).
+    async fn check_namespace<K: Object>(&self, namespace: &str, name: &str) -> Result<()> {
         if !K::INFO.namespaced {
             return Ok(());
         }
         let key = <api::Namespace as Object>::INFO.key("", namespace);
         match self.read_key(&key, 0)? {
-            Some(_) => Ok(()),
+            Some(kv) => {
+                let ns: api::Namespace = decode(&kv)?;
+                if ns.metadata().deletion_timestamp.is_empty() {
+                    Ok(())
+                } else {
+                    Err(ApiError::new(
+                        Reason::Forbidden,
+                        format!(
+                            "{} \"{}\" is forbidden: unable to create new content in namespace {namespace} because it is being terminated",
+                            K::INFO.qualified_plural(),
+                            name
+                        ),
+                    ))
+                }
+            }
             None => Err(ApiError::not_found(
                 <api::Namespace as Object>::INFO,
                 namespace,
@@ -386,22 +437,92 @@ impl Store {
         validate::prepare(&mut obj).map_err(|c| ApiError::invalid(K::INFO, &name, c))?;
         let m = obj.metadata();
         self.barrier(false).await?;
-        self.check_namespace::<K>(&m.namespace).await?;
+        self.check_namespace::<K>(&m.namespace, &name).await?;
         let key = K::INFO.key(&m.namespace, &m.name);
-        let bytes = encode(&obj)?;
-        let guard = kv::Compare {
-            result: compare::CompareResult::Equal as i32,
-            target: compare::CompareTarget::Create as i32,
-            key: key.as_bytes().to_vec(),
-            target_union: Some(compare::TargetUnion::CreateRevision(0)),
+        // None: nothing to allocate (not a Service, or headless); Some(None):
+        // any free cluster IP; Some(Some(ip)): that one, if free.
+        let requested_ip = match cluster_ip::requested(&obj) {
+            None | Some("None") => None,
+            Some("") => Some(None),
+            Some(ip) => Some(Some(
+                cluster_ip::check_requested(&self.service_cidr, ip)
+                    .map_err(|c| ApiError::invalid(K::INFO, &name, vec![c]))?,
+            )),
         };
-        match self
-            .txn(attempt_id(&write_id, 0), guard, put_op(&key, bytes))
-            .await?
-        {
-            Written::Applied(rev) => self.read_written(&key, rev).await,
-            Written::Lost => Err(ApiError::already_exists(K::INFO, &name)),
+        let Some(requested_ip) = requested_ip else {
+            let bytes = encode(&obj)?;
+            return match self
+                .txn(attempt_id(&write_id, 0), absent(&key), put_op(&key, bytes))
+                .await?
+            {
+                Written::Applied(rev) => self.read_written(&key, rev).await,
+                Written::Lost => Err(ApiError::already_exists(K::INFO, &name)),
+            };
+        };
+        // A Service: its cluster IP's key is created in the same Txn.
+        let holder = format!("{}/{}", obj.metadata().namespace, name).into_bytes();
+        for attempt in 0..MAX_ATTEMPTS {
+            let ip = match requested_ip {
+                Some(ip) => ip,
+                None => {
+                    let taken = self.allocated_cluster_ips()?;
+                    cluster_ip::choose_free(&self.service_cidr, &taken, cluster_ip::random_start())
+                        .ok_or_else(|| {
+                            ApiError::new(
+                                Reason::InternalError,
+                                format!(
+                                    "Service \"{name}\" could not get a cluster IP: every address of the service range {} is allocated",
+                                    self.service_cidr
+                                ),
+                            )
+                        })?
+                }
+            };
+            cluster_ip::set(&mut obj, ip);
+            let ip_key = cluster_ip::ip_key(ip);
+            let bytes = encode(&obj)?;
+            let written = self
+                .txn_all(
+                    attempt_id(&write_id, attempt),
+                    vec![absent(&key), absent(&ip_key)],
+                    vec![put_op(&key, bytes), put_op(&ip_key, holder.clone())],
+                )
+                .await?;
+            match written {
+                Written::Applied(rev) => return self.read_written(&key, rev).await,
+                Written::Lost if self.read_key(&key, 0)?.is_some() => {
+                    return Err(ApiError::already_exists(K::INFO, &name));
+                }
+                Written::Lost if requested_ip.is_some() => {
+                    return Err(ApiError::invalid(
+                        K::INFO,
+                        &name,
+                        vec![cluster_ip::already_allocated(ip)],
+                    ));
+                }
+                // Another Service took the chosen IP meanwhile: choose again.
+                Written::Lost => continue,
+            }
         }
+        Err(too_busy(K::INFO, &name))
+    }
+
+    /// The cluster IPs allocated now.
+    fn allocated_cluster_ips(&self) -> Result<std::collections::BTreeSet<std::net::IpAddr>> {
+        let resp = read_range(
+            &self.node.shared.db,
+            &kv::RangeRequest {
+                key: cluster_ip::PREFIX.as_bytes().to_vec(),
+                prefix: true,
+                keys_only: true,
+                ..Default::default()
+            },
+        )?;
+        Ok(resp
+            .kvs
+            .iter()
+            .filter_map(|kv| cluster_ip::ip_of_key(&kv.key))
+            .collect())
     }
 
     /// Writes `next` over `current` (which was read at its resourceVersion):
@@ -430,6 +551,8 @@ impl Store {
             m.generation = cm.generation;
         }
         let name = cm.name.clone();
+        cluster_ip::on_update(current, &mut next)
+            .map_err(|c| ApiError::invalid(K::INFO, &name, c))?;
         validate::prepare(&mut next).map_err(|c| ApiError::invalid(K::INFO, &name, c))?;
         validate::transition(current, &next).map_err(|c| ApiError::invalid(K::INFO, &name, c))?;
         // Compared after defaulting: a manifest that only omits defaults
@@ -445,7 +568,7 @@ impl Store {
         let nm = next.metadata();
         if !nm.deletion_timestamp.is_empty() && nm.finalizers.is_empty() {
             let w = self
-                .txn(write_id, cmp_mod(&key, rev), delete_op(&key))
+                .txn_all(write_id, vec![cmp_mod(&key, rev)], delete_ops(current))
                 .await?;
             return Ok((w, None));
         }
@@ -622,7 +745,7 @@ impl Store {
         write_id: Option<WriteId>,
     ) -> Result<K> {
         check_scope::<K>(namespace)?;
-        let finalizer = match propagation {
+        let propagation_finalizer = match propagation {
             "" | "Background" => None,
             "Foreground" => Some("foregroundDeletion"),
             "Orphan" => Some("orphan"),
@@ -662,9 +785,22 @@ impl Store {
             let id = attempt_id(&write_id, attempt);
             let key = K::INFO.key(&cm.namespace, &cm.name);
             let rev = parse_revision(&cm.resource_version)?;
-            let wants_finalizer = finalizer.is_some_and(|f| !cm.finalizers.iter().any(|x| x == f));
-            if cm.finalizers.is_empty() && finalizer.is_none() {
-                match self.txn(id, cmp_mod(&key, rev), delete_op(&key)).await? {
+            // Finalizers this delete adds: the propagation policy's, and
+            // for a namespace the namespace controller's, which empties it
+            // before it goes.
+            let mut adds: Vec<&str> = Vec::new();
+            if let Some(f) = propagation_finalizer {
+                adds.push(f);
+            }
+            if K::INFO.kind == "Namespace" && cm.deletion_timestamp.is_empty() {
+                adds.push(NAMESPACE_FINALIZER);
+            }
+            adds.retain(|f| !cm.finalizers.iter().any(|x| x == f));
+            if cm.finalizers.is_empty() && adds.is_empty() {
+                match self
+                    .txn_all(id, vec![cmp_mod(&key, rev)], delete_ops(&current))
+                    .await?
+                {
                     Written::Applied(rev) => {
                         let mut last = current.clone();
                         last.metadata_mut().resource_version = rev.to_string();
@@ -673,7 +809,7 @@ impl Store {
                     Written::Lost => continue,
                 }
             }
-            if !cm.deletion_timestamp.is_empty() && !wants_finalizer {
+            if !cm.deletion_timestamp.is_empty() && adds.is_empty() {
                 return Ok(current); // Already being deleted.
             }
             let mut next = current.clone();
@@ -681,10 +817,10 @@ impl Store {
             if m.deletion_timestamp.is_empty() {
                 m.deletion_timestamp = now();
             }
-            if let Some(f) = finalizer
-                && wants_finalizer
+            m.finalizers.extend(adds.iter().map(|f| f.to_string()));
+            if let Some(ns) = (&mut next as &mut dyn std::any::Any).downcast_mut::<api::Namespace>()
             {
-                m.finalizers.push(f.to_string());
+                ns.status.get_or_insert_default().phase = "Terminating".into();
             }
             let bytes = encode(&next)?;
             match self
@@ -729,6 +865,10 @@ fn merge_for_update<K: Object>(current: &K, new: &K, status_only: bool) -> K {
     }
     next
 }
+
+/// The finalizer a namespace gets when it is deleted; the namespace
+/// controller removes it once everything in the namespace is gone.
+pub const NAMESPACE_FINALIZER: &str = "kubernetes";
 
 /// Bookmark period default.
 pub const DEFAULT_BOOKMARK_INTERVAL: Duration = Duration::from_secs(5);

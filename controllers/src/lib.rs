@@ -9,6 +9,12 @@
 //! controller. [`run`] starts them all.
 
 pub mod deployment;
+pub mod endpoints;
+pub mod gc;
+mod informer_events;
+pub mod namespace;
+pub mod node_ipam;
+pub mod node_lifecycle;
 pub mod replicaset;
 pub mod runtime;
 pub mod workload_owner;
@@ -45,10 +51,20 @@ impl Default for Options {
 
 /// Runs every controller until `shutdown` is cancelled.
 pub async fn run(client: Client, options: Options, shutdown: CancellationToken) {
-    let _ = &options;
     tokio::join!(
+        // Workloads.
         replicaset::run(client.clone(), shutdown.clone()),
         deployment::run(client.clone(), shutdown.clone()),
+        // Cluster infrastructure: nodes, endpoints, namespaces, ownership.
+        node_lifecycle::run(
+            client.clone(),
+            options.node_grace_period,
+            options.pod_eviction_timeout,
+            shutdown.clone(),
+        ),
+        node_ipam::run(client.clone(), options.pod_cidr, shutdown.clone()),
+        endpoints::run(client.clone(), shutdown.clone()),
+        namespace::run(client.clone(), shutdown.clone()),
+        gc::run(client.clone(), shutdown.clone()),
     );
-    shutdown.cancelled().await;
 }

@@ -7,6 +7,7 @@
 //! - `cluster`: `rafter cluster status|members|add|remove`.
 //! - `local`: `rafter local up|down|status`, a cluster of masters on this
 //!   machine for trying Rafter out.
+//! - `nodes`: `rafter cordon|uncordon|drain NODE`.
 //! - `bench`: `rafter bench kv`, Rafter against etcd (the `rafter-bench` crate).
 //! - `rollout`: `rafter rollout status|history|undo|pause|resume` and
 //!   `rafter set image`.
@@ -37,6 +38,7 @@ pub mod cluster;
 pub mod config;
 pub mod kv;
 pub mod local;
+pub mod nodes;
 pub mod objects;
 pub mod output;
 pub mod rollout;
