@@ -430,15 +430,17 @@ mod tests {
 
     #[test]
     fn a_started_pod_is_running_and_ready() {
-        let mut pod = api::Pod::default();
-        pod.spec = Some(api::PodSpec {
-            containers: vec![api::Container {
-                name: "c".into(),
-                image: "i".into(),
+        let mut pod = api::Pod {
+            spec: Some(api::PodSpec {
+                containers: vec![api::Container {
+                    name: "c".into(),
+                    image: "i".into(),
+                    ..Default::default()
+                }],
                 ..Default::default()
-            }],
+            }),
             ..Default::default()
-        });
+        };
         assert!(!is_running_and_ready(&pod));
         pod.status = Some(running_status(&pod, "192.168.0.1", "10.244.0.2"));
         assert!(is_running_and_ready(&pod));

@@ -301,7 +301,7 @@ async fn services_get_cluster_ips_and_endpoints_follow_ready_matching_pods() {
     // Endpoints: exactly the ready pods matching the selector, named port
     // resolved, as they come and go.
     let sim = SimNode::start(&cluster, "ep");
-    wait_node_ready(&client, &sim.name).await;
+    wait_node_ready(client, &sim.name).await;
     client
         .create(&service("default", "web", "web", ""))
         .await
@@ -312,10 +312,10 @@ async fn services_get_cluster_ips_and_endpoints_follow_ready_matching_pods() {
             .await
             .unwrap();
     }
-    let e = wait_endpoints(&client, "default", "web", &["web-1", "web-2"], &[]).await;
+    let e = wait_endpoints(client, "default", "web", &["web-1", "web-2"], &[]).await;
     let (_, _, ports) = endpoint_pods(&e);
     assert_eq!(ports, BTreeSet::from([8080]), "the named port resolved");
-    let pod1 = wait_pod_ready(&client, "default", "web-1").await;
+    let pod1 = wait_pod_ready(client, "default", "web-1").await;
     let addr = e.subsets[0]
         .addresses
         .iter()
@@ -335,7 +335,7 @@ async fn services_get_cluster_ips_and_endpoints_follow_ready_matching_pods() {
         ..Default::default()
     });
     client.update_status(&p3).await.unwrap();
-    wait_endpoints(&client, "default", "web", &["web-1", "web-2"], &["web-3"]).await;
+    wait_endpoints(client, "default", "web", &["web-1", "web-2"], &["web-3"]).await;
     // Relabelled out of the selector, then deleted: gone from the list.
     let mut p2: api::Pod = client.get_object("default", "web-2").await.unwrap();
     p2.metadata_mut()
@@ -346,12 +346,12 @@ async fn services_get_cluster_ips_and_endpoints_follow_ready_matching_pods() {
         .delete_object::<api::Pod>("default", "web-3", &DeleteOptions::default())
         .await
         .unwrap();
-    wait_endpoints(&client, "default", "web", &["web-1"], &[]).await;
+    wait_endpoints(client, "default", "web", &["web-1"], &[]).await;
     client
         .create(&pod("default", "web-4", &sim.name, "web"))
         .await
         .unwrap();
-    wait_endpoints(&client, "default", "web", &["web-1", "web-4"], &[]).await;
+    wait_endpoints(client, "default", "web", &["web-1", "web-4"], &[]).await;
     // Deleted with its Service.
     client
         .delete_object::<api::Service>("default", "web", &DeleteOptions::default())
@@ -375,20 +375,20 @@ async fn a_silent_node_goes_not_ready_and_loses_its_pods_but_a_master_failover_a
     let client = &cluster.client().await;
     let live = SimNode::start(&cluster, "live");
     let mut dead = SimNode::start(&cluster, "dead");
-    wait_node_ready(&client, &live.name).await;
-    wait_node_ready(&client, &dead.name).await;
+    wait_node_ready(client, &live.name).await;
+    wait_node_ready(client, &dead.name).await;
     for (name, node) in [("on-live", &live.name), ("on-dead", &dead.name)] {
         client
             .create(&pod("default", name, node, "web"))
             .await
             .unwrap();
-        wait_pod_ready(&client, "default", name).await;
+        wait_pod_ready(client, "default", name).await;
     }
     client
         .create(&service("default", "web", "web", ""))
         .await
         .unwrap();
-    wait_endpoints(&client, "default", "web", &["on-dead", "on-live"], &[]).await;
+    wait_endpoints(client, "default", "web", &["on-dead", "on-live"], &[]).await;
 
     // A master failover: the new leader's clock starts over, and the nodes
     // keep heartbeating, so no node is marked NotReady. Watched for three
@@ -453,7 +453,7 @@ async fn a_silent_node_goes_not_ready_and_loses_its_pods_but_a_master_failover_a
         },
     )
     .await;
-    wait_endpoints(&client, "default", "web", &["on-live"], &["on-dead"]).await;
+    wait_endpoints(client, "default", "web", &["on-live"], &["on-dead"]).await;
     wait_for(
         "the silent node's pod evicted",
         Duration::from_secs(30),
@@ -552,8 +552,8 @@ async fn namespace_and_cascading_deletes_leave_nothing_behind() {
         .await
         .unwrap();
     wait_for("background dependents deleted", ten, || async move {
-        (gone::<api::ConfigMap>(&client, "default", "bg-a").await
-            && gone::<api::ConfigMap>(&client, "default", "bg-b").await)
+        (gone::<api::ConfigMap>(client, "default", "bg-a").await
+            && gone::<api::ConfigMap>(client, "default", "bg-b").await)
             .then_some(())
     })
     .await;
@@ -597,7 +597,7 @@ async fn namespace_and_cascading_deletes_leave_nothing_behind() {
     );
     wait_for("the foreground tree deleted", ten, || async move {
         for n in ["fg", "fg-child", "fg-grandchild"] {
-            if !gone::<api::ConfigMap>(&client, "default", n).await {
+            if !gone::<api::ConfigMap>(client, "default", n).await {
                 return None;
             }
         }
@@ -626,7 +626,7 @@ async fn namespace_and_cascading_deletes_leave_nothing_behind() {
         .await
         .unwrap();
     wait_for("the orphaning owner gone", ten, || async move {
-        gone::<api::ConfigMap>(&client, "default", "or")
+        gone::<api::ConfigMap>(client, "default", "or")
             .await
             .then_some(())
     })
@@ -661,7 +661,7 @@ async fn namespace_and_cascading_deletes_leave_nothing_behind() {
         assert!(e.to_string().contains("being terminated"), "{e}");
     }
     wait_for("the namespace gone", ten, || async move {
-        gone::<api::Namespace>(&client, "", "doomed")
+        gone::<api::Namespace>(client, "", "doomed")
             .await
             .then_some(())
     })
@@ -691,7 +691,7 @@ async fn namespace_and_cascading_deletes_leave_nothing_behind() {
             .is_empty()
     );
     // The Service's cluster IP went with it: nothing else holds it.
-    let ips = common::dump(&client, &cluster.masters[0].addr).await;
+    let ips = common::dump(client, &cluster.masters[0].addr).await;
     let held = ips
         .iter()
         .filter(|(k, _, _)| k.starts_with(b"/registry/clusterips/"))
@@ -762,7 +762,7 @@ async fn nodes_get_distinct_pod_cidrs_and_cordon_uncordon_drain_work_from_the_cl
 
     // cordon / uncordon.
     let sim = SimNode::start(&cluster, "dr");
-    let node = wait_node_ready(&client, &sim.name).await;
+    let node = wait_node_ready(client, &sim.name).await;
     let (ok, out, err) = cluster.cli(&["cordon", &sim.name]);
     assert!(ok, "{err}");
     assert_eq!(out.trim(), format!("node/{} cordoned", sim.name));
@@ -788,7 +788,7 @@ async fn nodes_get_distinct_pod_cidrs_and_cordon_uncordon_drain_work_from_the_cl
             .create(&pod("default", name, &node.metadata().name, "d"))
             .await
             .unwrap();
-        wait_pod_ready(&client, "default", name).await;
+        wait_pod_ready(client, "default", name).await;
     }
     client
         .create(&pod("default", "elsewhere", "plain-1", "d"))
@@ -810,8 +810,8 @@ async fn nodes_get_distinct_pod_cidrs_and_cordon_uncordon_drain_work_from_the_cl
     ] {
         assert!(out.contains(&want), "{want:?} missing from:\n{out}");
     }
-    assert!(gone::<api::Pod>(&client, "default", "d-1").await);
-    assert!(gone::<api::Pod>(&client, "default", "d-2").await);
+    assert!(gone::<api::Pod>(client, "default", "d-1").await);
+    assert!(gone::<api::Pod>(client, "default", "d-2").await);
     assert!(
         client
             .get_object::<api::Pod>("default", "elsewhere")

@@ -271,8 +271,8 @@ async fn deployment_scales_within_node_capacity_and_extra_pods_stay_pending() {
         "--replicas=20",
     ]);
     assert!(ok, "{out}{err}");
-    wait_rolled_out(&cluster, &client, "web", 20, "demo/web:v1").await;
-    let ps = pods(&client, "app=web").await;
+    wait_rolled_out(&cluster, client, "web", 20, "demo/web:v1").await;
+    let ps = pods(client, "app=web").await;
     let mut per_node: HashMap<String, usize> = HashMap::new();
     for p in &ps {
         *per_node.entry(node(p)).or_default() += 1;
@@ -289,7 +289,7 @@ async fn deployment_scales_within_node_capacity_and_extra_pods_stay_pending() {
 
     let (ok, out, err) = cluster.cli(&["scale", "deployment", "web", "--replicas=5"]);
     assert!(ok, "{out}{err}");
-    wait_rolled_out(&cluster, &client, "web", 5, "demo/web:v1").await;
+    wait_rolled_out(&cluster, client, "web", 5, "demo/web:v1").await;
 
     let (ok, out, err) = cluster.cli(&["scale", "deployment/web", "--replicas=50"]);
     assert!(ok, "{out}{err}");
@@ -298,7 +298,7 @@ async fn deployment_scales_within_node_capacity_and_extra_pods_stay_pending() {
         "40 pods running, 10 pending",
         Duration::from_secs(60),
         || async move {
-            let ps = pods(&client, "app=web").await;
+            let ps = pods(client, "app=web").await;
             let running: Vec<_> = ps.iter().filter(|p| is_ready(p)).cloned().collect();
             let pending: Vec<_> = ps.iter().filter(|p| node(p).is_empty()).cloned().collect();
             (ps.len() == 50 && running.len() == 40 && pending.len() == 10)
@@ -335,7 +335,7 @@ async fn deployment_scales_within_node_capacity_and_extra_pods_stay_pending() {
     .await;
     assert_eq!(d.status.expect("status").updated_replicas, 50);
     // The ReplicaSet did not overshoot: still exactly 50 pods.
-    assert_eq!(pods(&client, "app=web").await.len(), 50);
+    assert_eq!(pods(client, "app=web").await.len(), 50);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -349,9 +349,9 @@ async fn rolling_update_keeps_every_replica_ready_and_undo_returns_to_v1() {
         .create(&deployment("web", 5, "demo/web:v1", "1", "0"))
         .await
         .expect("create deployment");
-    wait_rolled_out(&cluster, &client, "web", 5, "demo/web:v1").await;
+    wait_rolled_out(&cluster, client, "web", 5, "demo/web:v1").await;
 
-    let watch = PodWatch::start(&client, "app=web").await;
+    let watch = PodWatch::start(client, "app=web").await;
     let (ok, out, err) = cluster.cli(&["set", "image", "deployment/web", "web=demo/web:v2"]);
     assert!(ok, "{out}{err}");
     assert_eq!(out, "deployment.apps/web image updated\n");
@@ -370,7 +370,7 @@ async fn rolling_update_keeps_every_replica_ready_and_undo_returns_to_v1() {
         out.ends_with("deployment \"web\" successfully rolled out\n"),
         "{out}"
     );
-    wait_rolled_out(&cluster, &client, "web", 5, "demo/web:v2").await;
+    wait_rolled_out(&cluster, client, "web", 5, "demo/web:v2").await;
     assert!(
         watch.min_ready() >= 5,
         "ready pods fell to {} during a rollout with maxUnavailable=0",
@@ -406,7 +406,7 @@ async fn rolling_update_keeps_every_replica_ready_and_undo_returns_to_v1() {
     assert_eq!(out, "deployment.apps/web rolled back\n");
     let (ok, out, err) = cluster.cli(&["rollout", "status", "deployment/web", "--timeout=60s"]);
     assert!(ok, "{out}{err}");
-    wait_rolled_out(&cluster, &client, "web", 5, "demo/web:v1").await;
+    wait_rolled_out(&cluster, client, "web", 5, "demo/web:v1").await;
     assert!(
         watch.min_ready() >= 5,
         "ready pods fell to {}",
@@ -446,7 +446,7 @@ async fn pause_holds_a_rollout_until_resume() {
         .create(&deployment("api", 3, "demo/api:v1", "1", "0"))
         .await
         .expect("create deployment");
-    wait_rolled_out(&cluster, &client, "api", 3, "demo/api:v1").await;
+    wait_rolled_out(&cluster, client, "api", 3, "demo/api:v1").await;
     let (ok, out, err) = cluster.cli(&["rollout", "pause", "deployment/api"]);
     assert!(ok, "{out}{err}");
     assert_eq!(out, "deployment.apps/api paused\n");
@@ -480,7 +480,7 @@ async fn pause_holds_a_rollout_until_resume() {
         .expect("list");
     assert_eq!(rss.items.len(), 1, "no rollout while paused");
     assert!(
-        pods(&client, "app=api")
+        pods(client, "app=api")
             .await
             .iter()
             .all(|p| image(p) == "demo/api:v1")
@@ -488,7 +488,7 @@ async fn pause_holds_a_rollout_until_resume() {
     let (ok, out, err) = cluster.cli(&["rollout", "resume", "deployment", "api"]);
     assert!(ok, "{out}{err}");
     assert_eq!(out, "deployment.apps/api resumed\n");
-    wait_rolled_out(&cluster, &client, "api", 3, "demo/api:v2").await;
+    wait_rolled_out(&cluster, client, "api", 3, "demo/api:v2").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -502,8 +502,8 @@ async fn a_new_leader_finishes_a_rollout_without_extra_pods() {
         .create(&deployment("web", 10, "demo/web:v1", "2", "0"))
         .await
         .expect("create deployment");
-    wait_rolled_out(&cluster, &client, "web", 10, "demo/web:v1").await;
-    let watch = PodWatch::start(&client, "app=web").await;
+    wait_rolled_out(&cluster, client, "web", 10, "demo/web:v1").await;
+    let watch = PodWatch::start(client, "app=web").await;
 
     let (ok, out, err) = cluster.cli(&["set", "image", "deployment/web", "web=demo/web:v2"]);
     assert!(ok, "{out}{err}");
@@ -513,7 +513,7 @@ async fn a_new_leader_finishes_a_rollout_without_extra_pods() {
         "rollout under way",
         Duration::from_secs(30),
         || async move {
-            let ps = pods(&client, "app=web").await;
+            let ps = pods(client, "app=web").await;
             let v2 = ps.iter().filter(|p| image(p) == "demo/web:v2").count();
             let v1 = ps.iter().filter(|p| image(p) == "demo/web:v1").count();
             (v2 >= 2 && v1 >= 5).then_some(())
@@ -523,7 +523,7 @@ async fn a_new_leader_finishes_a_rollout_without_extra_pods() {
     let leader = cluster.leader().await;
     cluster.kill(leader);
 
-    wait_rolled_out(&cluster, &client, "web", 10, "demo/web:v2").await;
+    wait_rolled_out(&cluster, client, "web", 10, "demo/web:v2").await;
     // Nothing left behind: the old ReplicaSet is at 0 and no stray pods.
     let rss = client
         .list::<api::ReplicaSet>("default", "app=web", "")
@@ -540,6 +540,6 @@ async fn a_new_leader_finishes_a_rollout_without_extra_pods() {
         })
         .collect();
     assert_eq!(sizes.iter().map(|s| s.0).sum::<i32>(), 10, "{sizes:?}");
-    assert_eq!(pods(&client, "app=web").await.len(), 10);
+    assert_eq!(pods(client, "app=web").await.len(), 10);
     assert!(watch.bound_twice().is_empty(), "{:?}", watch.bound_twice());
 }

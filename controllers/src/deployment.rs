@@ -319,7 +319,7 @@ impl DeploymentController {
     ) -> Result<(Option<api::ReplicaSet>, Vec<api::ReplicaSet>), Error> {
         let template = d_template(d);
         let mut sorted = rs_list.to_vec();
-        sorted.sort_by(|a, b| creation_order(a).cmp(&creation_order(b)));
+        sorted.sort_by_key(creation_order);
         let new_pos = sorted
             .iter()
             .position(|rs| equal_ignore_hash(&rs_template(rs), &template));
@@ -1027,7 +1027,7 @@ pub fn old_scale_down(
         return Vec::new();
     }
     let mut sorted: Vec<&api::ReplicaSet> = old.iter().collect();
-    sorted.sort_by(|a, b| creation_order(a).cmp(&creation_order(b)));
+    sorted.sort_by_key(|rs| creation_order(rs));
     let available = |rs: &api::ReplicaSet| rs_status(rs).available_replicas.min(rs_replicas(rs));
     let mut sizes: Vec<(String, i32)> = Vec::new();
     let mut size_of: HashMap<String, i32> = sorted
@@ -1729,14 +1729,14 @@ mod tests {
         let now = SystemTime::now();
         let mut d = deployment(2, "1", "0");
         let new = rs("web-new", 2, 1, 1);
-        let mut s = calculate_status(&[new.clone()], Some(&new), &d);
+        let mut s = calculate_status(std::slice::from_ref(&new), Some(&new), &d);
         progress_condition(&d, Some(&new), &mut s, now);
         let c = condition(&s, "Progressing").unwrap();
         assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", RS_UPDATED));
         assert_eq!(c.message, "ReplicaSet \"web-new\" is progressing.");
 
         let done = rs("web-new", 2, 2, 1);
-        let mut s = calculate_status(&[done.clone()], Some(&done), &d);
+        let mut s = calculate_status(std::slice::from_ref(&done), Some(&done), &d);
         progress_condition(&d, Some(&done), &mut s, now);
         assert_eq!(
             condition(&s, "Progressing").unwrap().reason,
@@ -1754,7 +1754,7 @@ mod tests {
             conditions: vec![stale],
             ..Default::default()
         });
-        let mut s = calculate_status(&[new.clone()], Some(&new), &d);
+        let mut s = calculate_status(std::slice::from_ref(&new), Some(&new), &d);
         progress_condition(&d, Some(&new), &mut s, now);
         let c = condition(&s, "Progressing").unwrap();
         assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", TIMED_OUT));
