@@ -80,7 +80,8 @@ apiVersion: v1
 kind: Service
 metadata: {name: web, namespace: shop}
 spec:
-  selector: {app: web}
+  # No selector: its Endpoints below are the user's, not the endpoints
+  # controller's, so applying them again changes nothing.
   ports: [{port: 80, targetPort: 8080}]
 ---
 apiVersion: v1

@@ -319,7 +319,7 @@ impl Drop for Cluster {
     }
 }
 
-/// Every key but the API server's objects (serializable) on one master.
+/// Every key but the API server's objects and Rafter's own records under /rafter/ (serializable) on one master.
 pub async fn dump(client: &Client, addr: &str) -> Vec<(Vec<u8>, Vec<u8>, u64)> {
     let options = ClientOptions {
         token: Some(TOKEN.into()),
@@ -342,7 +342,7 @@ pub async fn dump(client: &Client, addr: &str) -> Vec<(Vec<u8>, Vec<u8>, u64)> {
     // not the test's keys.
     resp.kvs
         .into_iter()
-        .filter(|kv| !kv.key.starts_with(b"/registry/"))
+        .filter(|kv| !kv.key.starts_with(b"/registry/") && !kv.key.starts_with(b"/rafter/"))
         .map(|kv| (kv.key, kv.value, kv.mod_revision))
         .collect()
 }
