@@ -53,6 +53,7 @@ use rafter_proto::object::Object;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::informer_events;
 use crate::runtime::{self, Action, Key, Queue, Reconciler, key_of};
 use crate::workload_owner::{
     Claim, adopted, claim, controller_ref, owner_ref, parse_selector, released,
@@ -108,11 +109,12 @@ pub async fn run(client: Client, shutdown: CancellationToken) {
         _ = shutdown.cancelled() => return,
     }
     let queue = Queue::new();
-    tokio::spawn(forward_deployments(
-        d_events,
-        queue.clone(),
-        shutdown.clone(),
-    ));
+    {
+        let queue = queue.clone();
+        informer_events::forward(d_events, shutdown.clone(), move |e| {
+            queue.add(key_of(informer_events::object(&e)))
+        });
+    }
     tokio::spawn(forward_replica_sets(
         rs_events,
         deployments.clone(),
@@ -127,23 +129,6 @@ pub async fn run(client: Client, shutdown: CancellationToken) {
         written: Mutex::default(),
     });
     runtime::run(controller, queue, WORKERS, shutdown).await;
-}
-
-async fn forward_deployments(
-    mut events: tokio::sync::mpsc::Receiver<Event<api::Deployment>>,
-    queue: Queue,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let ev = tokio::select! {
-            e = events.recv() => e,
-            _ = shutdown.cancelled() => return,
-        };
-        match ev {
-            Some(Event::Applied(d) | Event::Deleted(d)) => queue.add(key_of(&d)),
-            None => return,
-        }
-    }
 }
 
 /// A ReplicaSet change queues its Deployment, or for an orphan every

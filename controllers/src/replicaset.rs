@@ -48,6 +48,7 @@ use rafter_proto::object::Object;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::informer_events;
 use crate::runtime::{self, Action, Key, Queue, Reconciler, key_of};
 use crate::workload_owner::{Claim, adopted, claim, controller_ref, parse_selector, released};
 
@@ -82,11 +83,12 @@ pub async fn run(client: Client, shutdown: CancellationToken) {
         expectations: Mutex::default(),
     });
     let queue = Queue::new();
-    tokio::spawn(forward_replica_sets(
-        rs_events,
-        queue.clone(),
-        shutdown.clone(),
-    ));
+    {
+        let queue = queue.clone();
+        informer_events::forward(rs_events, shutdown.clone(), move |e| {
+            queue.add(key_of(informer_events::object(&e)))
+        });
+    }
     tokio::spawn(forward_pods(
         pod_events,
         replica_sets,
@@ -95,23 +97,6 @@ pub async fn run(client: Client, shutdown: CancellationToken) {
         shutdown.clone(),
     ));
     runtime::run(controller, queue, WORKERS, shutdown).await;
-}
-
-async fn forward_replica_sets(
-    mut events: tokio::sync::mpsc::Receiver<Event<api::ReplicaSet>>,
-    queue: Queue,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let ev = tokio::select! {
-            e = events.recv() => e,
-            _ = shutdown.cancelled() => return,
-        };
-        match ev {
-            Some(Event::Applied(rs) | Event::Deleted(rs)) => queue.add(key_of(&rs)),
-            None => return,
-        }
-    }
 }
 
 /// Pod changes: note the revision seen (for expectations) and queue the
