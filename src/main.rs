@@ -1,10 +1,12 @@
-//! `rafter`: the one binary of Rafter — a master (`rafter server`) and the
+//! `rafter`: the one binary of Rafter — a master (`rafter server`), a node
+//! agent (`rafter agent`) and the
 //! command-line client (`rafter kv`, `rafter cluster`, `rafter local`).
 //!
 //! This file only parses the command line, sets up logging and hands over
 //! to `server` or `cli`. Errors end the process with `Error: <message>` on
 //! stderr and exit code 1.
 
+mod agent;
 mod cli;
 mod server;
 mod sim;
@@ -34,6 +36,8 @@ struct Cli {
 enum Command {
     /// Run a master.
     Server(server::ServerArgs),
+    /// Run a node agent: join the cluster and run its pods in Docker.
+    Agent(agent::AgentArgs),
     /// Read and write keys, watch them, run transactions, manage leases.
     #[command(subcommand)]
     Kv(cli::kv::KvCommand),
@@ -81,6 +85,16 @@ enum Command {
     /// Simulated nodes, for tests and benchmarks only.
     #[command(subcommand)]
     Sim(cli::sim::SimCommand),
+    /// Print a pod container's log: logs POD [-c C] [-f] [--tail N] [--previous].
+    Logs(cli::pods::LogsArgs),
+    /// Run a command in a pod's container: exec POD [-c C] -- CMD [ARGS...].
+    Exec(cli::pods::ExecArgs),
+    /// Build the demo and pod sandbox images on this machine's Docker engine.
+    #[command(subcommand)]
+    Image(cli::image::ImageCommand),
+    /// Bootstrap tokens with which node agents join: create, list, delete.
+    #[command(subcommand)]
+    Token(cli::token::TokenCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -106,7 +120,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     // A master logs its progress; a client command only what went wrong.
     let default_level = match cli.command {
-        Command::Server(_) => "info",
+        Command::Server(_) | Command::Agent(_) => "info",
         _ => "warn",
     };
     tracing_subscriber::fmt()
@@ -119,6 +133,7 @@ async fn main() -> ExitCode {
 
     let result = match cli.command {
         Command::Server(args) => server::run(args).await,
+        Command::Agent(args) => agent::main(args).await,
         Command::Kv(c) => cli::kv::run(&cli.global, c).await,
         Command::Cluster(c) => cli::cluster::run(&cli.global, c).await,
         Command::Local(c) => cli::local::run(c).await,
@@ -153,6 +168,15 @@ async fn main() -> ExitCode {
         Command::Drain(a) => cli::nodes::drain(&cli.global, a).await,
         Command::Bench(c) => cli::bench::run(c).await,
         Command::Sim(c) => cli::sim::run(&cli.global, c).await,
+        Command::Token(c) => cli::token::run(&cli.global, c).await,
+        Command::Image(c) => cli::image::run(c).await,
+        Command::Logs(a) => cli::pods::logs(&cli.global, a).await,
+        Command::Exec(a) => match cli::pods::exec(&cli.global, a).await {
+            // The command's own exit code, as kubectl exec does.
+            Ok(0) => Ok(()),
+            Ok(code) => return ExitCode::from(u8::try_from(code).unwrap_or(1).max(1)),
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -94,11 +94,11 @@ pub struct ServerArgs {
     pub pod_cidr: ipnet::IpNet,
     /// A node whose agent has not heartbeated for this long is NotReady
     /// (e.g. 5s, 500ms); the clock starts over on a new leader.
-    #[arg(long, default_value = "5s", value_parser = crate::cli::bench::parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = crate::cli::duration::parse_positive_duration)]
     pub node_grace_period: Duration,
     /// Pods of a NotReady node are deleted (and so recreated elsewhere by
     /// their controllers) after this long.
-    #[arg(long, default_value = "30s", value_parser = crate::cli::bench::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = crate::cli::duration::parse_positive_duration)]
     pub pod_eviction_timeout: Duration,
 }
 
@@ -332,9 +332,23 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         let tokens = tokens.clone();
         move |r| tokens.check(r)
     };
-    let router = rafter_raft_store::service::router(node.clone(), check.clone()).add_service(
-        tonic::service::interceptor::InterceptedService::new(api.clone().service(), check),
-    );
+    let check_admin = {
+        let tokens = tokens.clone();
+        move |r| tokens.check_admin(r)
+    };
+    let router = rafter_raft_store::service::router(node.clone(), check_admin)
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            api.clone().service(),
+            check.clone(),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            api.nodes_service(),
+            check.clone(),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            api.pods_service(),
+            check,
+        ));
     let grpc = tokio::spawn(router.serve_with_incoming_shutdown(
         // The incoming stream sets TCP_NODELAY: the server builder's setting
         // is ignored for a listener passed in (see raft-store service.rs).

@@ -4,8 +4,9 @@
 //! Ready as a real agent would — without running anything.
 //!
 //! The heartbeat is the agent's contract with the node-lifecycle
-//! controller: every `heartbeat` the Ready condition's `lastHeartbeatTime`
-//! is refreshed (status True). A node whose heartbeats stop is marked
+//! controller, the same as the real agent's: every `heartbeat` the node's
+//! Lease in `rafter-node-lease` is renewed, and the Ready condition is
+//! posted again when it is not True. A node whose heartbeats stop is marked
 //! NotReady by the controller after its grace period.
 
 use std::collections::{BTreeMap, HashMap};
@@ -15,6 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use rafter_client::Client;
 use rafter_client::informer::{self, Event};
+use rafter_nodeagent::lease::LeaseRenewer;
 use rafter_proto::age::format_rfc3339_utc;
 use rafter_proto::api;
 use rafter_proto::object::Object;
@@ -114,6 +116,7 @@ fn node_object(name: &str, index: usize, options: &SimOptions) -> api::Node {
                 architecture: std::env::consts::ARCH.into(),
                 ..Default::default()
             }),
+            daemon_endpoints: None,
         }),
         ..Default::default()
     };
@@ -237,7 +240,8 @@ pub async fn run(
     let (pods, mut pod_events) = informer::start::<api::Pod>(client.clone(), "", "");
     nodes.wait_synced().await;
 
-    // Heartbeats.
+    // Heartbeats: each node's lease every interval, as a real agent does,
+    // and its Ready status again when the node controller turned it.
     let heartbeat = {
         let client = client.clone();
         let names = names.clone();
@@ -245,6 +249,10 @@ pub async fn run(
         let shutdown = shutdown.clone();
         let interval = options.heartbeat;
         tokio::spawn(async move {
+            let renewers: Vec<Arc<tokio::sync::Mutex<LeaseRenewer>>> = names
+                .iter()
+                .map(|n| Arc::new(tokio::sync::Mutex::new(LeaseRenewer::new(n, interval * 10))))
+                .collect();
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let limit = Arc::new(Semaphore::new(32));
@@ -253,16 +261,24 @@ pub async fn run(
                     _ = tick.tick() => {}
                     _ = shutdown.cancelled() => return,
                 }
-                for name in &names {
-                    let Some(node) = nodes.get("", name) else {
-                        continue;
-                    };
+                for (name, renewer) in names.iter().zip(&renewers) {
+                    let node = nodes.get("", name);
                     let client = client.clone();
+                    let renewer = renewer.clone();
                     let permit = limit.clone().acquire_owned().await;
                     tokio::spawn(async move {
                         let _p = permit;
-                        if let Err(e) = beat(&client, node).await {
-                            tracing::debug!(error = %e, "heartbeat failed");
+                        // A renewal still in flight from the last tick: skip.
+                        let Ok(mut renewer) = renewer.try_lock() else {
+                            return;
+                        };
+                        if let Err(e) = renewer.renew(&client).await {
+                            tracing::debug!(error = %e, "lease not renewed");
+                        }
+                        if let Some(node) = node.filter(|n| !is_ready(n))
+                            && let Err(e) = beat(&client, node).await
+                        {
+                            tracing::debug!(error = %e, "node status not posted");
                         }
                     });
                 }
@@ -347,7 +363,16 @@ async fn register(client: &Client, node: api::Node) -> anyhow::Result<()> {
     }
 }
 
-/// One heartbeat: Ready=True with a fresh lastHeartbeatTime.
+/// Whether the node's Ready condition is True.
+fn is_ready(node: &api::Node) -> bool {
+    node.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.r#type == "Ready" && c.status == "True")
+    })
+}
+
+/// Posts Ready=True with a fresh lastHeartbeatTime.
 async fn beat(client: &Client, mut node: api::Node) -> Result<(), rafter_client::Error> {
     let at = now();
     let status = node.status.get_or_insert_default();

@@ -80,13 +80,7 @@ async fn control_loops_follow_the_leader_and_a_stale_term_cannot_write() {
     // term `old_term`. The others elect a leader, whose supervisor starts.
     cluster.signal(leader, "-STOP");
     let frozen = Instant::now();
-    let others: Vec<String> = cluster
-        .masters
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != leader)
-        .map(|(_, m)| m.addr.clone())
-        .collect();
+    let others = cluster.endpoints_except(leader);
     let live = cluster.client_for(&others).await;
     let (new_name, new_term) =
         wait_control_plane(&live, |m, t| m != old_name && t > old_term).await;

@@ -14,7 +14,7 @@ use std::future::Future;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use common::Cluster;
+use common::{Cluster, wait_for};
 use rafter_client::{Client, DeleteOptions};
 use rafter_proto::api;
 use rafter_proto::object::Object;
@@ -22,22 +22,6 @@ use tokio::time::Instant;
 
 /// Short node timings, so the node-lifecycle tests take seconds.
 const SHORT_NODE_TIMES: &[&str] = &["--node-grace-period", "2s", "--pod-eviction-timeout", "4s"];
-
-/// Polls `probe` until it returns Some, failing with `what` after `limit`.
-async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// `rafter sim nodes` with one node named `<prefix>-1`, heartbeating
 /// every 300 ms. Killed when dropped.

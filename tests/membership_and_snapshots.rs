@@ -19,30 +19,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use std::time::Instant;
 
-use common::Cluster;
+use common::{Cluster, wait_for};
 use common::dump;
 use common::free_port;
 use common::rafter_bin;
-
-/// Polls `check` every 100 ms until it returns `Some`, failing the test
-/// with `what` after `timeout`.
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// The id and last included log index of the snapshot a master keeps in
 /// `<data-dir>/snapshots/snapshot.bin`, if it has one.

@@ -9,6 +9,9 @@
 pub mod auth;
 pub mod cluster_ip;
 pub mod error;
+pub mod node_auth;
+pub mod nodes;
+pub mod pods;
 pub mod store;
 pub mod validate;
 pub mod watch;
@@ -31,7 +34,9 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::auth::{Identity, identity_of};
 use crate::error::{ApiError, Reason, Result};
+use crate::node_auth::Verb;
 use crate::store::Store;
 
 /// Settings of the API server.
@@ -61,7 +66,7 @@ pub struct ApiServer {
 pub const FENCE_TERM_HEADER: &str = "rafter-fence-term";
 
 /// Namespaces that exist from the start.
-pub const SYSTEM_NAMESPACES: &[&str] = &["default", "rafter-system"];
+pub const SYSTEM_NAMESPACES: &[&str] = &["default", "rafter-system", "rafter-node-lease"];
 
 impl ApiServer {
     pub fn new(node: Arc<Node>, options: ApiOptions) -> Self {
@@ -89,6 +94,24 @@ impl ApiServer {
         ObjectsServer::new(self)
             .max_decoding_message_size(64 * 1024 * 1024)
             .max_encoding_message_size(64 * 1024 * 1024)
+    }
+
+    /// The Nodes service (join, masters) over the same store.
+    pub fn nodes_service(
+        &self,
+    ) -> rafter_proto::api::nodes_server::NodesServer<nodes::NodesService> {
+        nodes::NodesService {
+            store: self.store.clone(),
+        }
+        .service()
+    }
+
+    /// The Pods service (logs, exec through the node agents).
+    pub fn pods_service(&self) -> rafter_proto::api::pods_server::PodsServer<pods::PodsService> {
+        pods::PodsService {
+            store: self.store.clone(),
+        }
+        .service()
     }
 
     /// Creates the system namespaces when missing; retries until the
@@ -175,9 +198,17 @@ impl ApiServer {
         status_only: bool,
     ) -> std::result::Result<Response<ObjectResponse>, Status> {
         let s = &self.writer(&req)?;
+        let identity = identity_of(&req);
+        let verb = if status_only {
+            Verb::UpdateStatus
+        } else {
+            Verb::Update
+        };
         let req = req.into_inner();
         let r = with_kind!(req.kind.as_str(), K => async {
             let obj: K = decode_request(&req.object)?;
+            let m = obj.metadata();
+            self.guard(&identity, verb, K::INFO.kind, &m.namespace, &m.name).await?;
             s.update(obj, status_only, req.write_id).await.map(reply)
         }.await, _ => Err(unknown_kind(&req.kind)));
         self.finish(r)
@@ -206,6 +237,38 @@ impl ApiServer {
         })
     }
 
+    /// Lets `identity` do `verb` on `kind` `namespace/name`, or says why
+    /// not: the admin may do everything, a bootstrap token nothing here, a
+    /// node what the node authorizer allows once its credential checks out.
+    async fn guard(
+        &self,
+        identity: &Identity,
+        verb: Verb,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<()> {
+        match identity {
+            Identity::Admin => Ok(()),
+            Identity::Bootstrap { id, .. } => Err(ApiError::new(
+                Reason::Forbidden,
+                format!(
+                    "bootstrap token {id:?} may only join a node (`rafter agent --token`); use the admin token for the object API"
+                ),
+            )),
+            Identity::Node { name: node, secret } => {
+                node_auth::verify_node(&self.store, node, secret).await?;
+                match node_auth::kind_info(kind) {
+                    Some(info) => {
+                        node_auth::authorize(&self.store, node, verb, info, namespace, name).await
+                    }
+                    // The request itself reports the unknown kind.
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+
     fn finish<T>(&self, r: Result<T>) -> std::result::Result<Response<T>, Status> {
         r.map(Response::new)
             .map_err(|e| e.with_leader(&self.store).into())
@@ -219,9 +282,12 @@ impl Objects for ApiServer {
         req: Request<CreateRequest>,
     ) -> std::result::Result<Response<ObjectResponse>, Status> {
         let s = &self.writer(&req)?;
+        let identity = identity_of(&req);
         let req = req.into_inner();
         let r = with_kind!(req.kind.as_str(), K => async {
             let obj: K = decode_request(&req.object)?;
+            let m = obj.metadata();
+            self.guard(&identity, Verb::Create, K::INFO.kind, &m.namespace, &m.name).await?;
             s.create(obj, req.write_id).await.map(reply)
         }.await, _ => Err(unknown_kind(&req.kind)));
         self.finish(r)
@@ -231,12 +297,19 @@ impl Objects for ApiServer {
         &self,
         req: Request<GetRequest>,
     ) -> std::result::Result<Response<ObjectResponse>, Status> {
+        let identity = identity_of(&req);
         let req = req.into_inner();
         let s = &self.store;
-        let r = with_kind!(req.kind.as_str(), K => s
-            .get::<K>(&req.namespace, &req.name, req.serializable)
+        let r = match self
+            .guard(&identity, Verb::Get, &req.kind, &req.namespace, &req.name)
             .await
-            .map(reply), _ => Err(unknown_kind(&req.kind)));
+        {
+            Err(e) => Err(e),
+            Ok(()) => with_kind!(req.kind.as_str(), K => s
+                .get::<K>(&req.namespace, &req.name, req.serializable)
+                .await
+                .map(reply), _ => Err(unknown_kind(&req.kind))),
+        };
         self.finish(r)
     }
 
@@ -244,9 +317,11 @@ impl Objects for ApiServer {
         &self,
         req: Request<ListRequest>,
     ) -> std::result::Result<Response<ListResponse>, Status> {
+        let identity = identity_of(&req);
         let req = req.into_inner();
         let s = &self.store;
         let r = with_kind!(req.kind.as_str(), K => async {
+            self.guard(&identity, Verb::List, K::INFO.kind, &req.namespace, "").await?;
             let (labels, fields) = store::parse_selectors(&req.label_selector, &req.field_selector)?;
             let (items, revision) = s.list::<K>(&req.namespace, &labels, &fields, req.serializable).await?;
             Ok(ListResponse {
@@ -276,11 +351,23 @@ impl Objects for ApiServer {
         req: Request<PatchRequest>,
     ) -> std::result::Result<Response<ObjectResponse>, Status> {
         let s = &self.writer(&req)?;
+        let identity = identity_of(&req);
         let req = req.into_inner();
-        let r = with_kind!(req.kind.as_str(), K => s
-            .patch::<K>(&req.namespace, &req.name, &req.merge_patch, req.status, req.write_id)
+        let verb = if req.status {
+            Verb::PatchStatus
+        } else {
+            Verb::Patch
+        };
+        let r = match self
+            .guard(&identity, verb, &req.kind, &req.namespace, &req.name)
             .await
-            .map(reply), _ => Err(unknown_kind(&req.kind)));
+        {
+            Err(e) => Err(e),
+            Ok(()) => with_kind!(req.kind.as_str(), K => s
+                .patch::<K>(&req.namespace, &req.name, &req.merge_patch, req.status, req.write_id)
+                .await
+                .map(reply), _ => Err(unknown_kind(&req.kind))),
+        };
         self.finish(r)
     }
 
@@ -289,7 +376,20 @@ impl Objects for ApiServer {
         req: Request<DeleteRequest>,
     ) -> std::result::Result<Response<ObjectResponse>, Status> {
         let s = &self.writer(&req)?;
+        let identity = identity_of(&req);
         let req = req.into_inner();
+        if let Err(e) = self
+            .guard(
+                &identity,
+                Verb::Delete,
+                &req.kind,
+                &req.namespace,
+                &req.name,
+            )
+            .await
+        {
+            return self.finish(Err(e));
+        }
         let r = with_kind!(req.kind.as_str(), K => s
             .delete::<K>(&req.namespace, &req.name, req.preconditions, &req.propagation_policy, req.write_id)
             .await
@@ -303,7 +403,14 @@ impl Objects for ApiServer {
         &self,
         req: Request<WatchRequest>,
     ) -> std::result::Result<Response<Self::WatchStream>, Status> {
+        let identity = identity_of(&req);
         let req = req.into_inner();
+        if let Err(e) = self
+            .guard(&identity, Verb::Watch, &req.kind, &req.namespace, "")
+            .await
+        {
+            return Err(e.with_leader(&self.store).into());
+        }
         let (tx, rx) = mpsc::channel(256);
         let store = self.store.clone();
         let ms = self.options.bookmark_interval.as_millis().max(1) as u64;

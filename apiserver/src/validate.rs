@@ -112,6 +112,8 @@ pub fn prepare<K: Object>(obj: &mut K) -> Result<(), Vec<FieldCause>> {
         event(o, &mut errs);
     } else if let Some(o) = any.downcast_mut::<api::Endpoints>() {
         endpoints(o, &mut errs);
+    } else if let Some(o) = any.downcast_mut::<api::Lease>() {
+        lease(o, &mut errs);
     }
     if errs.0.is_empty() {
         Ok(())
@@ -849,6 +851,29 @@ fn event(e: &mut api::Event, errs: &mut Errs) {
     }
     if e.count == 0 {
         e.count = 1;
+    }
+}
+
+fn lease(l: &mut api::Lease, errs: &mut Errs) {
+    let spec = l.spec.get_or_insert_default();
+    if spec.lease_duration_seconds < 0 {
+        errs.invalid(
+            "spec.leaseDurationSeconds",
+            &spec.lease_duration_seconds.to_string(),
+            "must be greater than or equal to 0",
+        );
+    }
+    for (field, value) in [
+        ("spec.acquireTime", &spec.acquire_time),
+        ("spec.renewTime", &spec.renew_time),
+    ] {
+        if !value.is_empty() && rafter_proto::age::parse_rfc3339_utc(value).is_none() {
+            errs.invalid(
+                field,
+                value,
+                "must be an RFC 3339 time, e.g. 2026-01-02T15:04:05Z",
+            );
+        }
     }
 }
 

@@ -88,6 +88,17 @@ pub fn start<K: Object>(
     namespace: &str,
     label_selector: &str,
 ) -> (Cache<K>, mpsc::Receiver<Event<K>>) {
+    start_selected(client, namespace, label_selector, "")
+}
+
+/// [`start`] with a field selector too (e.g. `spec.nodeName=n1`: a node
+/// agent's own pods).
+pub fn start_selected<K: Object>(
+    client: Client,
+    namespace: &str,
+    label_selector: &str,
+    field_selector: &str,
+) -> (Cache<K>, mpsc::Receiver<Event<K>>) {
     let objects = Arc::new(RwLock::new(BTreeMap::new()));
     let (synced_tx, synced) = watch::channel(false);
     let (tx, rx) = mpsc::channel(1024);
@@ -97,8 +108,9 @@ pub fn start<K: Object>(
     };
     let namespace = namespace.to_string();
     let selector = label_selector.to_string();
+    let fields = field_selector.to_string();
     tokio::spawn(async move {
-        run::<K>(client, namespace, selector, objects, synced_tx, tx).await;
+        run::<K>(client, namespace, selector, fields, objects, synced_tx, tx).await;
     });
     (cache, rx)
 }
@@ -107,13 +119,14 @@ async fn run<K: Object>(
     client: Client,
     namespace: String,
     selector: String,
+    fields: String,
     objects: Arc<RwLock<BTreeMap<(String, String), K>>>,
     synced: watch::Sender<bool>,
     tx: mpsc::Sender<Event<K>>,
 ) {
     loop {
         // List, and turn the difference from the cache into events.
-        let list = match client.list::<K>(&namespace, &selector, "").await {
+        let list = match client.list::<K>(&namespace, &selector, &fields).await {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(kind = K::INFO.kind, error = %e, "informer list failed; retrying");
@@ -144,7 +157,7 @@ async fn run<K: Object>(
             }
         }
         let mut stream =
-            client.watch_objects::<K>(&namespace, &selector, "", &list.resource_version);
+            client.watch_objects::<K>(&namespace, &selector, &fields, &list.resource_version);
         let err: Error = loop {
             let event = tokio::select! {
                 e = stream.next() => e,

@@ -28,7 +28,9 @@ mod endpoints;
 mod error;
 pub mod events;
 pub mod informer;
+mod nodes;
 mod objects;
+mod pods;
 mod watch;
 mod write_id;
 

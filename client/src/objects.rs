@@ -35,6 +35,20 @@ pub struct DeleteOptions {
     pub propagation_policy: String,
 }
 
+impl DeleteOptions {
+    /// Deletes only the object with this uid: a newer object that took the
+    /// same name meanwhile is left alone (Conflict).
+    pub fn with_uid(uid: &str) -> Self {
+        DeleteOptions {
+            preconditions: Some(api::Preconditions {
+                uid: uid.to_string(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+}
+
 /// One change seen by an object watch.
 #[derive(Debug, Clone, PartialEq)]
 pub enum WatchEvent<K> {

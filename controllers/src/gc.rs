@@ -217,11 +217,8 @@ impl GarbageCollector {
 
     async fn delete(&self, id: &ObjectId, uid: &str, propagation: &str) -> Result<(), Error> {
         let options = DeleteOptions {
-            preconditions: Some(api::Preconditions {
-                uid: uid.to_string(),
-                ..Default::default()
-            }),
             propagation_policy: propagation.to_string(),
+            ..DeleteOptions::with_uid(uid)
         };
         let r = with_kind!(id.0, K => self
             .client

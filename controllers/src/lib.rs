@@ -8,6 +8,7 @@
 //! change as a compare-and-swap on resourceVersion, and never calls another
 //! controller. [`run`] starts them all.
 
+pub mod bootstrap_token;
 pub mod deployment;
 pub mod endpoints;
 pub mod gc;
@@ -66,5 +67,6 @@ pub async fn run(client: Client, options: Options, shutdown: CancellationToken) 
         endpoints::run(client.clone(), shutdown.clone()),
         namespace::run(client.clone(), shutdown.clone()),
         gc::run(client.clone(), shutdown.clone()),
+        bootstrap_token::run(client.clone(), shutdown.clone()),
     );
 }

@@ -2,8 +2,10 @@
 //! heartbeating, marks them NotReady, and evicts their pods so their
 //! controllers recreate them elsewhere.
 //!
-//! A node is alive while its Ready condition's lastHeartbeatTime keeps
-//! changing. The silence is measured on this controller's own clock (DESIGN
+//! A node is alive while its heartbeat keeps changing: its Lease in
+//! `rafter-node-lease` (renewed every second by the agent, a small write)
+//! or, for agents that post no lease, its Ready condition's
+//! lastHeartbeatTime. The silence is measured on this controller's own clock (DESIGN
 //! decision 9): the clock starts when the controller first sees a node, so
 //! on a new leader nothing is declared dead before a full grace period has
 //! passed there, and a master failover alone never marks a node NotReady.
@@ -27,6 +29,7 @@ use rafter_client::{Client, DeleteOptions, Error};
 use rafter_proto::age::format_rfc3339_utc;
 use rafter_proto::api;
 use rafter_proto::object::Object;
+use rafter_proto::wellknown::NODE_LEASE_NAMESPACE;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -94,6 +97,19 @@ pub fn verdict(silence: Duration, grace: Duration, eviction: Duration) -> Verdic
     } else {
         Verdict::Evict
     }
+}
+
+/// What changes while `node`'s agent is alive: its lease's renewTime and
+/// its Ready condition's lastHeartbeatTime.
+pub fn heartbeat(node: &api::Node, lease: Option<&api::Lease>) -> String {
+    let renewed = lease
+        .and_then(|l| l.spec.as_ref())
+        .map(|s| s.renew_time.as_str())
+        .unwrap_or("");
+    let posted = ready_condition(node)
+        .map(|c| c.last_heartbeat_time.as_str())
+        .unwrap_or("");
+    format!("{renewed}|{posted}")
 }
 
 /// The node's Ready condition.
@@ -190,6 +206,7 @@ pub fn mark_pod_not_ready(pod: &api::Pod, now: &str) -> Option<api::Pod> {
 pub struct NodeLifecycle {
     client: Client,
     nodes: Cache<api::Node>,
+    leases: Cache<api::Lease>,
     pods: Cache<api::Pod>,
     recorder: Recorder,
     grace: Duration,
@@ -212,17 +229,22 @@ impl NodeLifecycle {
     /// against the masters (the cache may lag behind).
     async fn silence(&self, node: &api::Node) -> Result<Duration, Error> {
         let name = &node.metadata().name;
-        let heartbeat = |n: &api::Node| {
-            ready_condition(n)
-                .map(|c| c.last_heartbeat_time.clone())
-                .unwrap_or_default()
-        };
-        let silence = self.observe(name, &heartbeat(node));
+        let lease = self.leases.get(NODE_LEASE_NAMESPACE, name);
+        let silence = self.observe(name, &heartbeat(node, lease.as_ref()));
         if silence < self.grace {
             return Ok(silence);
         }
         let fresh: api::Node = self.client.get_object("", name).await?;
-        Ok(self.observe(name, &heartbeat(&fresh)))
+        let lease = match self
+            .client
+            .get_object::<api::Lease>(NODE_LEASE_NAMESPACE, name)
+            .await
+        {
+            Ok(l) => Some(l),
+            Err(e) if e.is_reason("NotFound") => None,
+            Err(e) => return Err(e),
+        };
+        Ok(self.observe(name, &heartbeat(&fresh, lease.as_ref())))
     }
 
     fn observe(&self, name: &str, heartbeat: &str) -> Duration {
@@ -315,13 +337,7 @@ impl NodeLifecycle {
             .await;
         for pod in live {
             let m = pod.metadata();
-            let options = DeleteOptions {
-                preconditions: Some(api::Preconditions {
-                    uid: m.uid.clone(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            };
+            let options = DeleteOptions::with_uid(&m.uid);
             match self
                 .client
                 .delete_object::<api::Pod>(&m.namespace, &m.name, &options)
@@ -384,7 +400,17 @@ impl Reconciler for NodeLifecycle {
 pub async fn run(client: Client, grace: Duration, eviction: Duration, shutdown: CancellationToken) {
     let (nodes, node_events) = informer::start::<api::Node>(client.clone(), "", "");
     let (pods, pod_events) = informer::start::<api::Pod>(client.clone(), "", "");
+    let (leases, lease_events) =
+        informer::start::<api::Lease>(client.clone(), NODE_LEASE_NAMESPACE, "");
     let queue = Queue::new();
+    let q = queue.clone();
+    forward(
+        lease_events,
+        shutdown.clone(),
+        move |e: Event<api::Lease>| {
+            q.add((String::new(), object(&e).metadata().name.clone()));
+        },
+    );
     let silent: Arc<Mutex<HashSet<String>>> = Arc::default();
     let q = queue.clone();
     forward(node_events, shutdown.clone(), move |e| {
@@ -404,13 +430,14 @@ pub async fn run(client: Client, grace: Duration, eviction: Duration, shutdown: 
         }
     });
     tokio::select! {
-        _ = async { nodes.wait_synced().await; pods.wait_synced().await } => {}
+        _ = async { nodes.wait_synced().await; pods.wait_synced().await; leases.wait_synced().await } => {}
         _ = shutdown.cancelled() => return,
     }
     let controller = NodeLifecycle {
         recorder: Recorder::new(client.clone(), "node-controller"),
         client,
         nodes,
+        leases,
         pods,
         grace,
         eviction,
@@ -501,6 +528,22 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_renewed_lease_is_a_heartbeat_as_is_a_posted_status() {
+        let n = node("True");
+        let lease = |at: &str| api::Lease {
+            spec: Some(api::LeaseSpec {
+                renew_time: at.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let a = heartbeat(&n, Some(&lease("2026-11-28T01:00:00Z")));
+        let b = heartbeat(&n, Some(&lease("2026-11-28T01:00:01Z")));
+        assert_ne!(a, b);
+        assert_eq!(heartbeat(&n, None), "|2026-11-27T20:00:00Z");
     }
 
     #[test]

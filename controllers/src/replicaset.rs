@@ -253,13 +253,7 @@ impl ReplicaSetController {
     ) -> Result<(), Error> {
         let results = join_all(victims.iter().map(|p| {
             let m = p.metadata();
-            let options = DeleteOptions {
-                preconditions: Some(api::Preconditions {
-                    uid: m.uid.clone(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            };
+            let options = DeleteOptions::with_uid(&m.uid);
             let client = self.client.clone();
             let (ns, name) = (m.namespace.clone(), m.name.clone());
             async move { client.delete_object::<api::Pod>(&ns, &name, &options).await }

@@ -28,3 +28,4 @@ pub mod json;
 pub mod object;
 pub mod quantity;
 pub mod selector;
+pub mod wellknown;

@@ -201,6 +201,10 @@ kinds! {
         api_version: "v1", plural: "events", singular: "event", short: ["ev"],
         namespaced: true, spec: no, status: no,
     }
+    Lease {
+        api_version: "coordination.rafter.io/v1", plural: "leases", singular: "lease",
+        short: [], namespaced: true, spec: yes, status: no,
+    }
 }
 
 /// The kind a user means by `name`: a kind ("Deployment"), plural, singular
@@ -265,6 +269,10 @@ macro_rules! with_kind {
             }
             "Event" => {
                 type $K = $crate::api::Event;
+                $body
+            }
+            "Lease" => {
+                type $K = $crate::api::Lease;
                 $body
             }
             _ => $otherwise,

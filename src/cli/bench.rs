@@ -32,7 +32,7 @@ pub enum BenchCommand {
 pub struct KvArgs {
     /// Measured time of each load run, e.g. 3s or 500ms (each run adds a
     /// quarter of it, at most 1s, of warm-up).
-    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    #[arg(long, default_value = "3s", value_parser = crate::cli::duration::parse_positive_duration)]
     pub duration: Duration,
     /// Leader kills per system in the failover run.
     #[arg(long, default_value_t = 5)]
@@ -93,43 +93,4 @@ pub async fn run(c: BenchCommand) -> anyhow::Result<()> {
         outln!("data and server logs kept in {}", d.display())?;
     }
     Ok(())
-}
-
-/// `4s`, `500ms`, `2m` or a plain number of seconds.
-pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let n: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 4s, 500ms or 2m"))?;
-    let secs = match unit {
-        "ms" => n / 1e3,
-        "s" => n,
-        "m" => n * 60.0,
-        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s or m")),
-    };
-    if !(secs > 0.0 && secs.is_finite()) {
-        return Err(format!("duration {s:?} must be positive"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("4s"), Ok(Duration::from_secs(4)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("3h").is_err());
-        assert!(parse_duration("x").is_err());
-    }
 }

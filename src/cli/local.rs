@@ -74,6 +74,11 @@ pub struct UpArgs {
     /// when DIR was created].
     #[arg(long, value_name = "PORT")]
     base_port: Option<u16>,
+    /// Node agents to start (`node-1` ... `node-N`), running pods in this
+    /// machine's Docker engine; 0 for none. Skipped, with a note, when no
+    /// Docker engine answers.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    nodes: usize,
     #[command(flatten)]
     dir: DirArgs,
 }
@@ -295,9 +300,15 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
     let user_config = config::config_path()?;
     config.write(&user_config)?;
 
+    let nodes = start_agents(&exe, &dir, &layout, &token, a.nodes).await?;
     outln!(
-        "Cluster is up: {} masters, leader {leader}.\n",
-        layout.masters
+        "Cluster is up: {} masters, leader {leader}{}.\n",
+        layout.masters,
+        if nodes > 0 {
+            format!(", {nodes} node agents")
+        } else {
+            String::new()
+        }
     )?;
     print_status(&statuses, TableFormat::Table)?;
     outln!(
@@ -306,6 +317,11 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
         shown_dir.join("config").display()
     )?;
     outln!("Next, try:")?;
+    if nodes > 0 {
+        outln!("  rafter get nodes")?;
+        outln!("  rafter create deployment web --image=rafter/demo:latest --replicas=3 --port=80")?;
+        outln!("  rafter get pods -o wide")?;
+    }
     outln!("  rafter kv put hello world")?;
     outln!("  rafter kv get hello")?;
     outln!("  rafter cluster status")?;
@@ -315,6 +331,84 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
         with_dir("rafter local up", &shown_dir)
     )?;
     Ok(())
+}
+
+/// Starts `count` node agents (`node-I`, data in DIR/node-I) unless they
+/// run already, after building the demo image; returns how many run. No
+/// Docker engine: says so and starts none.
+async fn start_agents(
+    exe: &Path,
+    dir: &Path,
+    layout: &Layout,
+    token: &str,
+    count: usize,
+) -> anyhow::Result<usize> {
+    if count == 0 {
+        return Ok(0);
+    }
+    let docker = match rafter_nodeagent::docker::Docker::connect().await {
+        Ok(d) => d,
+        Err(e) => {
+            outln!("No node agents: {e}")?;
+            return Ok(0);
+        }
+    };
+    use rafter_nodeagent::runtime::ContainerRuntime as _;
+    docker.ensure_sandbox_image().await?;
+    docker.build_demo_image().await?;
+    outln!("images rafter/pause and rafter/demo built")?;
+    // A short-lived bootstrap token for the agents that have not joined.
+    let client = Client::connect_with_options(
+        layout.endpoints(),
+        ClientOptions {
+            token: Some(token.to_string()),
+            ..ClientOptions::default()
+        },
+    )
+    .await?;
+    let (id, secret) = rafter_apiserver::auth::generate_bootstrap_token();
+    let s = super::token::token_secret(&id, &secret, Duration::from_secs(600), "rafter local up");
+    client.create(&s).await?;
+    let join_token = format!("{id}.{secret}");
+    for i in 1..=count {
+        let name = format!("node-{i}");
+        let data_dir = dir.join(&name);
+        let pid_path = dir.join(format!("{name}.pid"));
+        if let Some(pid) = read_pid(&pid_path)?
+            && is_running(pid, &data_dir)
+        {
+            outln!("agent {name} already running (pid {pid})")?;
+            continue;
+        }
+        let log_path = dir.join(format!("{name}.log"));
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("opening {}", log_path.display()))?;
+        let child = Command::new(exe)
+            .arg("agent")
+            .args(["--server", &layout.endpoints().join(",")])
+            .args(["--token", &join_token])
+            .args(["--name", &name])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--agent-port", "0"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("starting agent {name}"))?;
+        fs::write(&pid_path, format!("{}\n", child.id()))
+            .with_context(|| format!("writing {}", pid_path.display()))?;
+        outln!(
+            "agent {name} started (pid {}, log {})",
+            child.id(),
+            log_path.display()
+        )?;
+    }
+    Ok(count)
 }
 
 /// A master this `up` started, watched for an early exit.

@@ -11,6 +11,9 @@
 //! - `bench`: `rafter bench kv`, Rafter against etcd (the `rafter-bench` crate).
 //! - `rollout`: `rafter rollout status|history|undo|pause|resume` and
 //!   `rafter set image`.
+//! - `image`: `rafter image build-demo`, the demo and sandbox images.
+//! - `pods`: `rafter logs` and `rafter exec`, through the masters to the node agent.
+//! - `token`: `rafter token create|list|delete`, bootstrap tokens for joining nodes.
 //! - `output`: tables, JSON views and number formats shared by the above.
 //!
 //! Every verb is a function from parsed arguments to printed output; all
@@ -36,14 +39,18 @@ macro_rules! outln {
 pub mod bench;
 pub mod cluster;
 pub mod config;
+pub mod duration;
+pub mod image;
 pub mod kv;
 pub mod local;
 pub mod nodes;
 pub mod objects;
 pub mod output;
+pub mod pods;
 pub mod rollout;
 pub mod sim;
 pub mod tables;
+pub mod token;
 pub mod txn;
 
 use clap::Args;

@@ -17,7 +17,7 @@ use rafter_proto::object::Object;
 use serde_json::json;
 
 use super::GlobalArgs;
-use super::objects::ServerError;
+use super::objects::server_error;
 
 #[derive(Debug, clap::Args)]
 pub struct NodeArgs {
@@ -36,43 +36,8 @@ pub struct DrainArgs {
     #[arg(long)]
     pub force: bool,
     /// Give up after this long (e.g. 60s, 2m; 0: wait for ever).
-    #[arg(long, default_value = "0s", value_parser = parse_timeout)]
+    #[arg(long, default_value = "0s", value_parser = crate::cli::duration::parse_duration)]
     pub timeout: Duration,
-}
-
-fn server_error(e: rafter_client::Error) -> anyhow::Error {
-    match e.api_status() {
-        Some(s) => ServerError {
-            reason: s.reason,
-            message: s.message,
-        }
-        .into(),
-        None => e.into(),
-    }
-}
-
-/// `60s`, `500ms`, `2m`, `1h` or a plain number of seconds; 0 allowed.
-fn parse_timeout(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let n: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 60s, 500ms or 2m"))?;
-    let secs = match unit {
-        "ms" => n / 1e3,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s, m or h")),
-    };
-    if !(secs >= 0.0 && secs.is_finite()) {
-        return Err(format!("duration {s:?} must not be negative"));
-    }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 /// Sets spec.unschedulable; returns whether it changed.
@@ -211,13 +176,7 @@ pub async fn drain(g: &GlobalArgs, a: DrainArgs) -> anyhow::Result<()> {
             continue; // already going
         }
         outln!("evicting pod {}", shown(pod))?;
-        let options = DeleteOptions {
-            preconditions: Some(api::Preconditions {
-                uid: m.uid.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        let options = DeleteOptions::with_uid(&m.uid);
         match client
             .delete_object::<api::Pod>(&m.namespace, &m.name, &options)
             .await
@@ -309,15 +268,5 @@ mod tests {
         assert_eq!(p.ignored, ["default/agent-x"]);
         assert_eq!(p.evict.len(), 1);
         assert_eq!(p.evict[0].metadata().name, "web-1");
-    }
-
-    #[test]
-    fn timeouts_parse_like_kubectl() {
-        assert_eq!(parse_timeout("0").unwrap(), Duration::ZERO);
-        assert_eq!(parse_timeout("90s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_timeout("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_timeout("250ms").unwrap(), Duration::from_millis(250));
-        assert!(parse_timeout("-1s").is_err());
-        assert!(parse_timeout("5d").is_err());
     }
 }

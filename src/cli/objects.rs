@@ -36,7 +36,8 @@ impl std::fmt::Display for ServerError {
 
 impl std::error::Error for ServerError {}
 
-fn server_error(e: rafter_client::Error) -> anyhow::Error {
+/// The client error as kubectl prints it when the server gave a reason.
+pub(crate) fn server_error(e: rafter_client::Error) -> anyhow::Error {
     match e.api_status() {
         Some(s) => ServerError {
             reason: s.reason,
@@ -209,7 +210,7 @@ fn split_resource(
     }
 }
 
-fn namespace(args: &NamespaceArgs) -> anyhow::Result<String> {
+pub(crate) fn namespace(args: &NamespaceArgs) -> anyhow::Result<String> {
     config::resolve_namespace(args.namespace.as_deref())
 }
 

@@ -56,6 +56,11 @@ impl Table {
         self.rows.push(cells);
     }
 
+    /// Whether the table has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
     /// The table as text, one line per row, each ending in a newline.
     pub fn render(&self) -> String {
         let columns = self.headers.len();

@@ -31,7 +31,7 @@ pub enum RolloutCommand {
         #[command(flatten)]
         target: Target,
         /// Give up after this long (e.g. 30s, 5m; 0 waits forever).
-        #[arg(long, default_value = "0s", value_parser = parse_duration)]
+        #[arg(long, default_value = "0s", value_parser = crate::cli::duration::parse_duration)]
         timeout: Duration,
         /// Keep watching until the rollout finishes (false: print once).
         #[arg(short = 'w', long, default_value_t = true, action = clap::ArgAction::Set)]
@@ -88,23 +88,6 @@ pub struct Target {
     pub name: Option<String>,
     #[command(flatten)]
     pub ns: NamespaceArgs,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((s, "s"), |i| s.split_at(i));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 30s, 5m or 1h"))?;
-    let secs = match unit {
-        "ms" => return Ok(Duration::from_millis(n)),
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        _ => return Err(format!("{s:?} is not a duration like 30s, 5m or 1h")),
-    };
-    Ok(Duration::from_secs(secs))
 }
 
 fn is_deployment(kind: &str) -> bool {
@@ -707,14 +690,5 @@ mod tests {
             text,
             "Pod Template:\n  Labels:\tapp=web\n\tpod-template-hash=abc\n  Annotations:\tkubernetes.io/change-cause: image v1\n  Containers:\n   web:\n    Image:\tdemo/web:v1\n    Port:\t80/TCP\n    Environment:\t<none>\n"
         );
-    }
-
-    #[test]
-    fn durations_parse_like_kubectl_flags() {
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-        assert!(parse_duration("soon").is_err());
     }
 }

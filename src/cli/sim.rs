@@ -9,7 +9,7 @@ use clap::Subcommand;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::GlobalArgs;
-use crate::cli::bench::parse_duration;
+use crate::cli::duration::parse_duration;
 use crate::sim::SimOptions;
 
 #[derive(Debug, Subcommand)]

@@ -58,6 +58,7 @@ fn headers(kind: &str, wide: bool) -> Vec<&'static str> {
         "Secret" => (&["NAME", "TYPE", "DATA", "AGE"], &[]),
         "Namespace" => (&["NAME", "STATUS", "AGE"], &[]),
         "Event" => (&["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], &[]),
+        "Lease" => (&["NAME", "HOLDER", "RENEWED", "AGE"], &[]),
         _ => (&["NAME", "AGE"], &[]),
     };
     let mut h = base.to_vec();
@@ -285,6 +286,15 @@ fn row(obj: &dyn Any, meta: &api::ObjectMeta, wide: bool, now: SystemTime) -> Ve
     }
     if let Some(n) = obj.downcast_ref::<api::Namespace>() {
         return vec![name, n.status.clone().unwrap_or_default().phase, created];
+    }
+    if let Some(l) = obj.downcast_ref::<api::Lease>() {
+        let spec = l.spec.clone().unwrap_or_default();
+        return vec![
+            name,
+            spec.holder_identity,
+            format!("{} ago", age(&spec.renew_time, now)),
+            created,
+        ];
     }
     if let Some(e) = obj.downcast_ref::<api::Event>() {
         let o = e.involved_object.clone().unwrap_or_default();

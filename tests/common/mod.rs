@@ -55,6 +55,26 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// Polls `check` every 100 ms until it returns Some, failing the test
+/// with `what` after `limit`.
+pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// One master process.
 pub struct Master {
     pub name: String,
@@ -171,6 +191,16 @@ impl Cluster {
 
     pub fn endpoints(&self) -> Vec<String> {
         self.masters.iter().map(|m| m.addr.clone()).collect()
+    }
+
+    /// The addresses of every master but `i`.
+    pub fn endpoints_except(&self, i: usize) -> Vec<String> {
+        self.masters
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, m)| m.addr.clone())
+            .collect()
     }
 
     pub fn endpoint_flag(&self) -> String {

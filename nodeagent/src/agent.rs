@@ -1,0 +1,295 @@
+//! The agent's main loop: join, register the node, set up its pod network,
+//! then heartbeat and run the pod manager until shut down.
+//!
+//! Shutting the agent down (or killing it) leaves the containers running:
+//! a restarted agent adopts them (`pods.rs`).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rafter_client::informer::{self, Event};
+use rafter_client::{Client, ClientOptions};
+use rafter_proto::api;
+use tokio_util::sync::CancellationToken;
+
+use crate::join;
+use crate::lease::LeaseRenewer;
+use crate::node::{self, NodeFacts};
+use crate::pods::{PodManager, PodManagerOptions};
+use crate::runtime::ContainerRuntime;
+
+/// How the agent runs (`rafter agent` flags).
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// Masters to join through (host:port).
+    pub servers: Vec<String>,
+    /// Bootstrap token; needed only when the data dir has no credential.
+    pub token: Option<String>,
+    /// The node's name.
+    pub name: String,
+    /// Where the credential, master list and pod volumes live.
+    pub data_dir: PathBuf,
+    pub max_pods: u32,
+    /// Lease renewal interval.
+    pub heartbeat: Duration,
+    /// The node's InternalIP (default: the address that routes to a master).
+    pub node_ip: Option<IpAddr>,
+    pub labels: BTreeMap<String, String>,
+    /// How often every pod is looked at even when nothing changed.
+    pub sync_period: Duration,
+    /// Where the agent serves logs and exec for the masters (0: any free
+    /// port, reported in the Node's status).
+    pub agent_listen: std::net::SocketAddr,
+}
+
+/// Agent failures.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Join(#[from] join::JoinError),
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::RuntimeError),
+    #[error("{what}: {source}")]
+    Api {
+        what: String,
+        #[source]
+        source: rafter_client::Error,
+    },
+    #[error("cannot listen on {addr} for the masters (--agent-port): {source}")]
+    Listen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("node {node} has an invalid podCIDR {cidr:?}: {why}")]
+    PodCidr {
+        node: String,
+        cidr: String,
+        why: String,
+    },
+}
+
+fn api(what: &str) -> impl FnOnce(rafter_client::Error) -> AgentError + '_ {
+    move |source| AgentError::Api {
+        what: what.to_string(),
+        source,
+    }
+}
+
+/// The name of a node's pod network.
+pub fn network_name(node: &str) -> String {
+    format!("rafter-{node}")
+}
+
+/// Runs the agent until `shutdown`.
+pub async fn run(
+    options: AgentOptions,
+    runtime: Arc<dyn ContainerRuntime>,
+    shutdown: CancellationToken,
+) -> Result<(), AgentError> {
+    let saved = join::load_or_join(
+        &options.data_dir,
+        &options.servers,
+        options.token.as_deref(),
+        &options.name,
+    )
+    .await?;
+    let endpoints = join::endpoints(&saved, &options.servers);
+    tracing::info!(node = %options.name, masters = %endpoints.join(","), "joined");
+    let client = Client::connect_with_options(
+        endpoints.clone(),
+        ClientOptions {
+            token: Some(saved.credential.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .map_err(api("connecting to the masters"))?;
+
+    let listener = tokio::net::TcpListener::bind(options.agent_listen)
+        .await
+        .map_err(|source| AgentError::Listen {
+            addr: options.agent_listen.to_string(),
+            source,
+        })?;
+    let agent_port = listener
+        .local_addr()
+        .map_err(|source| AgentError::Listen {
+            addr: options.agent_listen.to_string(),
+            source,
+        })?
+        .port();
+    let service = crate::server::AgentService {
+        runtime: runtime.clone(),
+        node: options.name.clone(),
+    }
+    .service(saved.credential.clone());
+    let server_stop = shutdown.clone();
+    tokio::spawn(async move {
+        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        if let Err(e) = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, server_stop.cancelled_owned())
+            .await
+        {
+            tracing::error!(error = %e, "the agent's gRPC server stopped");
+        }
+    });
+
+    let runtime_version = runtime.version().await?;
+    runtime.ensure_sandbox_image().await?;
+    let ip = options
+        .node_ip
+        .or_else(|| endpoints.iter().find_map(|m| node::route_ip(m)))
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let facts = NodeFacts {
+        name: options.name.clone(),
+        ip,
+        cpus: node::cpus(),
+        memory_bytes: node::memory_bytes(),
+        max_pods: options.max_pods,
+        labels: options.labels.clone(),
+        runtime_version,
+        agent_port,
+    };
+    facts
+        .register(&client)
+        .await
+        .map_err(api("registering the node"))?;
+    tracing::info!(node = %options.name, %ip, agent_port, "node registered");
+
+    // The pod network needs the node's podCIDR (node IPAM assigns it).
+    let (nodes, mut node_events) = informer::start_selected::<api::Node>(
+        client.clone(),
+        "",
+        "",
+        &format!("metadata.name={}", options.name),
+    );
+    let pod_cidr = loop {
+        if let Some(n) = nodes.get("", &options.name)
+            && let Some(cidr) = n
+                .spec
+                .as_ref()
+                .map(|s| s.pod_cidr.clone())
+                .filter(|c| !c.is_empty())
+        {
+            break cidr;
+        }
+        tokio::select! {
+            _ = node_events.recv() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                tracing::info!(node = %options.name, "waiting for the node's podCIDR (assigned by the leader's node IPAM)");
+            }
+            _ = shutdown.cancelled() => return Ok(()),
+        }
+    };
+    let subnet: ipnet::Ipv4Net =
+        pod_cidr
+            .parse()
+            .map_err(|e: ipnet::AddrParseError| AgentError::PodCidr {
+                node: options.name.clone(),
+                cidr: pod_cidr.clone(),
+                why: e.to_string(),
+            })?;
+    let gateway = subnet.hosts().next().ok_or_else(|| AgentError::PodCidr {
+        node: options.name.clone(),
+        cidr: pod_cidr.clone(),
+        why: "the range has no host addresses".into(),
+    })?;
+    let network = network_name(&options.name);
+    runtime
+        .ensure_network(&network, subnet.trunc(), gateway)
+        .await?;
+    tracing::info!(node = %options.name, %network, %subnet, "pod network ready");
+
+    // Heartbeat: the lease every interval, the Node status when it is not
+    // what this agent says (e.g. the node controller marked it Unknown),
+    // the master list now and then.
+    let heartbeat = {
+        let client = client.clone();
+        let nodes = nodes.clone();
+        let facts = facts.clone();
+        let shutdown = shutdown.clone();
+        let options = options.clone();
+        tokio::spawn(async move {
+            let mut lease = LeaseRenewer::new(&options.name, options.heartbeat * 10);
+            let mut tick = tokio::time::interval(options.heartbeat);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut beats: u64 = 0;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = shutdown.cancelled() => return,
+                }
+                beats += 1;
+                if let Err(e) = lease.renew(&client).await {
+                    tracing::warn!(error = %e, "lease not renewed");
+                }
+                if let Some(n) = nodes.get("", &options.name)
+                    && !facts.status_is_current(&n)
+                {
+                    match facts.post_status(&client, &n).await {
+                        Ok(_) => tracing::info!(node = %options.name, "node status posted"),
+                        Err(e) => tracing::warn!(error = %e, "node status not posted"),
+                    }
+                }
+                if beats.is_multiple_of(30) {
+                    match client.masters().await {
+                        Ok(m) if !m.is_empty() => {
+                            if let Err(e) = join::save_masters(&options.data_dir, &m) {
+                                tracing::warn!(error = %e, "master list not saved");
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::debug!(error = %e, "master list not refreshed"),
+                    }
+                }
+            }
+        })
+    };
+
+    // Pods bound to this node.
+    let (pods, mut pod_events) = informer::start_selected::<api::Pod>(
+        client.clone(),
+        "",
+        "",
+        &format!("spec.nodeName={}", options.name),
+    );
+    let manager = Arc::new(PodManager::new(
+        runtime.clone(),
+        client.clone(),
+        pods.clone(),
+        PodManagerOptions {
+            node: options.name.clone(),
+            host_ip: ip.to_string(),
+            network,
+            pods_dir: options.data_dir.join("pods"),
+            dns_servers: Vec::new(),
+            dns_search: Vec::new(),
+        },
+    ));
+    pods.wait_synced().await;
+    let mut tick = tokio::time::interval(options.sync_period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            e = pod_events.recv() => {
+                if e.is_none() {
+                    break;
+                }
+                // Take every change already queued, then sync once.
+                while let Ok(Event::Applied(_) | Event::Deleted(_)) = pod_events.try_recv() {}
+            }
+            _ = shutdown.cancelled() => break,
+        }
+        if let Err(e) = manager.sync().await {
+            tracing::warn!(error = %e, "pod sync round failed");
+        }
+    }
+    heartbeat.abort();
+    Ok(())
+}

@@ -1,0 +1,29 @@
+//! Rafter's node agent (`rafter agent`): the kubelet and kube-proxy of a
+//! Rafter cluster in one process.
+//!
+//! Module map:
+//!
+//! - `agent`: the main loop — join, register, pod network, heartbeat, pods.
+//! - `join`: the node credential, from a bootstrap token, kept on disk.
+//! - `node`: the Node object (capacity, labels, addresses, Ready).
+//! - `lease`: the heartbeat, a Lease renewed every second.
+//! - `pods`: the pod manager — containers to match the bound pods.
+//! - `status`: container and pod status from what runs (pure rules).
+//! - `probe`: liveness and readiness probes.
+//! - `volumes`: env and volumes from ConfigMaps and Secrets.
+//! - `server`: the agent's gRPC port (logs, exec) for the masters.
+//! - `runtime`: the [`ContainerRuntime`](runtime::ContainerRuntime) trait the
+//!   agent drives, and the labels it puts on containers.
+//! - `docker`: the Docker implementation, through bollard.
+
+pub mod agent;
+pub mod docker;
+pub mod join;
+pub mod lease;
+pub mod node;
+pub mod pods;
+pub mod probe;
+pub mod runtime;
+pub mod server;
+pub mod status;
+pub mod volumes;

@@ -1,0 +1,586 @@
+//! The pod manager: makes the containers on this node match the pods bound
+//! to it, and reports their status.
+//!
+//! Every round (each second, and at once when a pod changes) it lists the
+//! runtime's containers carrying this node's label and the pods of the
+//! informer, then for each pod:
+//!
+//! 1. its **sandbox** (a tiny container holding the pod's network namespace
+//!    and IP on the node's pod network) exists and runs; a dead sandbox
+//!    takes the pod's containers with it and is recreated;
+//! 2. each **container** of the spec runs: created when missing (image
+//!    present locally, else `ErrImageNeverPull`), restarted after it exits
+//!    as the restartPolicy says, with the back-off of `status.rs`
+//!    (`CrashLoopBackOff` while waiting), killed when its liveness probe
+//!    fails;
+//! 3. the **status** computed from what runs (and the readiness probes) is
+//!    written when it differs from the stored one.
+//!
+//! Containers of pods that are gone are stopped (SIGTERM, then SIGKILL after
+//! the pod's grace period) and removed. Nothing is remembered outside the
+//! runtime: the labels say which pod and container each one is and how
+//! often it was restarted, so a restarted agent adopts what runs.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use futures::StreamExt;
+use rafter_client::Client;
+use rafter_client::informer::Cache;
+use rafter_proto::api;
+use rafter_proto::object::Object;
+
+use crate::probe::{ProbeKind, Probers, Target};
+use crate::runtime::{
+    self as rt, ContainerConfig, ContainerInfo, ContainerRunState, ContainerRuntime,
+    NetworkAttachment,
+};
+use crate::status::{self, ContainerView};
+use crate::volumes::{ConfigSource, mounts};
+
+/// How many pods are synced at once.
+const PARALLEL_PODS: usize = 8;
+/// Grace period of a pod that does not say.
+const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+/// Label with the pod's termination grace period (seconds), so a pod that
+/// is gone can still be stopped as it asked.
+pub const LABEL_GRACE: &str = "io.rafter.pod.termination-grace-period";
+
+/// What the pod manager needs to know about its node.
+#[derive(Debug, Clone)]
+pub struct PodManagerOptions {
+    pub node: String,
+    pub host_ip: String,
+    /// The node's pod network (a Docker bridge network with its podCIDR).
+    pub network: String,
+    /// `<data-dir>/pods`: per-pod volume directories.
+    pub pods_dir: PathBuf,
+    /// Resolver and search path for pods (the agent's DNS responder), if any.
+    pub dns_servers: Vec<String>,
+    pub dns_search: Vec<String>,
+}
+
+/// The pod manager of one node.
+pub struct PodManager {
+    runtime: Arc<dyn ContainerRuntime>,
+    client: Client,
+    pods: Cache<api::Pod>,
+    options: PodManagerOptions,
+    config: ConfigSource,
+    probers: Probers,
+    /// Containers being stopped in the background.
+    stopping: Arc<Mutex<HashSet<String>>>,
+}
+
+/// The containers of one pod, by container name (sandbox under
+/// [`rt::SANDBOX`]), newest first.
+type PodContainers = HashMap<String, Vec<ContainerInfo>>;
+
+fn label<'a>(c: &'a ContainerInfo, key: &str) -> &'a str {
+    c.labels.get(key).map(String::as_str).unwrap_or("")
+}
+
+fn restart_count(c: &ContainerInfo) -> u32 {
+    label(c, rt::LABEL_RESTART_COUNT).parse().unwrap_or(0)
+}
+
+fn running(c: &ContainerInfo) -> bool {
+    matches!(c.state, ContainerRunState::Running { .. })
+}
+
+/// A runtime name for a pod's container: unique per pod and restart.
+fn container_name(pod: &api::Pod, container: &str, restart: u32) -> String {
+    let m = pod.metadata();
+    let uid: String = m
+        .uid
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(8)
+        .collect();
+    format!(
+        "rafter_{container}_{}_{}_{uid}_{restart}",
+        m.name, m.namespace
+    )
+}
+
+fn grace_of(pod: &api::Pod) -> Duration {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.termination_grace_period_seconds)
+        .map(|s| Duration::from_secs(s.max(0) as u64))
+        .unwrap_or(DEFAULT_GRACE)
+}
+
+/// CPU millicores and memory bytes of a container's limits (requests when
+/// no limit is given for cpu: the share it asked for).
+fn limits(c: &api::Container) -> (u64, u64) {
+    let r = c.resources.clone().unwrap_or_default();
+    let cpu = r
+        .limits
+        .get("cpu")
+        .and_then(|q| q.parse::<rafter_proto::quantity::Quantity>().ok())
+        .map(|q| q.millis().max(0) as u64)
+        .unwrap_or(0);
+    let memory = r
+        .limits
+        .get("memory")
+        .and_then(|q| q.parse::<rafter_proto::quantity::Quantity>().ok())
+        .map(|q| q.value().max(0) as u64)
+        .unwrap_or(0);
+    (cpu, memory)
+}
+
+impl PodManager {
+    pub fn new(
+        runtime: Arc<dyn ContainerRuntime>,
+        client: Client,
+        pods: Cache<api::Pod>,
+        options: PodManagerOptions,
+    ) -> Self {
+        PodManager {
+            config: ConfigSource::new(client.clone()),
+            runtime,
+            client,
+            pods,
+            options,
+            probers: Probers::default(),
+            stopping: Arc::default(),
+        }
+    }
+
+    fn labels(
+        &self,
+        pod: &api::Pod,
+        container: &str,
+        restart: u32,
+    ) -> std::collections::BTreeMap<String, String> {
+        let m = pod.metadata();
+        [
+            (rt::LABEL_NODE, self.options.node.clone()),
+            (rt::LABEL_POD_UID, m.uid.clone()),
+            (rt::LABEL_POD_NAMESPACE, m.namespace.clone()),
+            (rt::LABEL_POD_NAME, m.name.clone()),
+            (rt::LABEL_CONTAINER, container.to_string()),
+            (rt::LABEL_RESTART_COUNT, restart.to_string()),
+            (LABEL_GRACE, grace_of(pod).as_secs().to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// One round over every pod and container of the node.
+    pub async fn sync(self: &Arc<Self>) -> Result<(), rt::RuntimeError> {
+        let containers = self
+            .runtime
+            .list(&[(rt::LABEL_NODE, self.options.node.as_str())])
+            .await?;
+        let mut by_pod: HashMap<String, PodContainers> = HashMap::new();
+        for c in containers {
+            let uid = label(&c, rt::LABEL_POD_UID).to_string();
+            let name = label(&c, rt::LABEL_CONTAINER).to_string();
+            by_pod
+                .entry(uid)
+                .or_default()
+                .entry(name)
+                .or_default()
+                .push(c);
+        }
+        for pod in by_pod.values_mut() {
+            for list in pod.values_mut() {
+                list.sort_by_key(|c| std::cmp::Reverse(restart_count(c)));
+            }
+        }
+        let pods: Vec<api::Pod> = self
+            .pods
+            .list()
+            .into_iter()
+            .filter(|p| {
+                p.spec
+                    .as_ref()
+                    .is_some_and(|s| s.node_name == self.options.node)
+                    && p.metadata().deletion_timestamp.is_empty()
+            })
+            .collect();
+        let wanted: HashSet<String> = pods.iter().map(|p| p.metadata().uid.clone()).collect();
+
+        // Containers of pods that are gone: stop and remove, in the
+        // background (grace periods may be long).
+        for (uid, containers) in &by_pod {
+            if wanted.contains(uid) {
+                continue;
+            }
+            for c in containers.values().flatten() {
+                self.stop_and_remove(c.clone());
+            }
+        }
+
+        let alive: HashSet<String> = by_pod
+            .values()
+            .flat_map(|p| p.values().flatten())
+            .filter(|c| running(c))
+            .map(|c| c.id.clone())
+            .collect();
+        self.probers.retain(&alive);
+
+        let mut work = futures::stream::iter(pods.into_iter().map(|pod| {
+            let existing = by_pod.remove(&pod.metadata().uid).unwrap_or_default();
+            let this = self.clone();
+            async move {
+                let name = format!("{}/{}", pod.metadata().namespace, pod.metadata().name);
+                if let Err(e) = this.sync_pod(pod, existing).await {
+                    tracing::warn!(pod = %name, error = %e, "pod sync failed; retrying next round");
+                }
+            }
+        }))
+        .buffer_unordered(PARALLEL_PODS);
+        while work.next().await.is_some() {}
+        Ok(())
+    }
+
+    /// Stops (and removes) a container of a pod that is gone, with the
+    /// grace period it was created with.
+    fn stop_and_remove(self: &Arc<Self>, c: ContainerInfo) {
+        let grace = label(&c, LABEL_GRACE)
+            .parse()
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_GRACE);
+        self.stop_in_background(c, grace, true);
+    }
+
+    /// SIGTERM, SIGKILL after `grace`, then remove when asked — in a task of
+    /// its own, so a long grace period holds up no other pod. A container
+    /// already being stopped is left to that task.
+    fn stop_in_background(&self, c: ContainerInfo, grace: Duration, remove: bool) {
+        if !self
+            .stopping
+            .lock()
+            .expect("stopping lock")
+            .insert(c.id.clone())
+        {
+            return;
+        }
+        let runtime = self.runtime.clone();
+        let stopping = self.stopping.clone();
+        tokio::spawn(async move {
+            if running(&c) {
+                tracing::info!(container = %c.name, ?grace, "stopping container");
+                if let Err(e) = runtime.stop(&c.id, grace).await {
+                    tracing::warn!(container = %c.name, error = %e, "stop failed");
+                }
+            }
+            if remove && let Err(e) = runtime.remove(&c.id).await {
+                tracing::warn!(container = %c.name, error = %e, "remove failed");
+            }
+            stopping.lock().expect("stopping lock").remove(&c.id);
+        });
+    }
+
+    /// Makes one pod's containers match its spec, then reports its status.
+    async fn sync_pod(
+        &self,
+        pod: api::Pod,
+        mut existing: PodContainers,
+    ) -> Result<(), rt::RuntimeError> {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let m = pod.metadata().clone();
+
+        // 1. The sandbox.
+        let sandboxes = existing.remove(rt::SANDBOX).unwrap_or_default();
+        let sandbox = match sandboxes.iter().find(|c| running(c)) {
+            Some(s) => s.clone(),
+            None => {
+                // A dead sandbox takes the pod's containers with it (their
+                // network namespace is gone); restart counts carry on.
+                for c in sandboxes.iter().chain(existing.values().flatten()) {
+                    self.runtime.remove(&c.id).await?;
+                }
+                let attempt = sandboxes.first().map(|c| restart_count(c) + 1).unwrap_or(0);
+                let hostname = if spec.hostname.is_empty() {
+                    m.name.clone()
+                } else {
+                    spec.hostname.clone()
+                };
+                let config = ContainerConfig {
+                    name: container_name(&pod, rt::SANDBOX, attempt),
+                    image: rt::SANDBOX_IMAGE.into(),
+                    command: Vec::new(),
+                    args: Vec::new(),
+                    env: Vec::new(),
+                    working_dir: String::new(),
+                    mounts: Vec::new(),
+                    labels: self.labels(&pod, rt::SANDBOX, attempt),
+                    network: NetworkAttachment::PodNetwork {
+                        network: self.options.network.clone(),
+                    },
+                    hostname: hostname.chars().take(63).collect(),
+                    dns_servers: self.options.dns_servers.clone(),
+                    dns_search: self.options.dns_search.clone(),
+                    cpu_millis: 0,
+                    memory_bytes: 0,
+                };
+                let id = self.runtime.create(&config).await?;
+                self.runtime.start(&id).await?;
+                tracing::info!(pod = %m.name, namespace = %m.namespace, "pod sandbox started");
+                // Keep the previous containers' restart counts: the app
+                // containers are recreated with the next count.
+                let carried: HashMap<String, u32> = existing
+                    .iter()
+                    .filter_map(|(name, list)| {
+                        list.first().map(|c| (name.clone(), restart_count(c) + 1))
+                    })
+                    .collect();
+                existing.clear();
+                let info = self.runtime.inspect(&id).await?;
+                return self.sync_containers(&pod, &info, existing, carried).await;
+            }
+        };
+        for extra in sandboxes.iter().filter(|c| c.id != sandbox.id) {
+            self.runtime.remove(&extra.id).await?;
+        }
+        self.sync_containers(&pod, &sandbox, existing, HashMap::new())
+            .await
+    }
+
+    async fn sync_containers(
+        &self,
+        pod: &api::Pod,
+        sandbox: &ContainerInfo,
+        mut existing: PodContainers,
+        carried: HashMap<String, u32>,
+    ) -> Result<(), rt::RuntimeError> {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let m = pod.metadata().clone();
+        let pod_ip = sandbox.ip.map(|ip| ip.to_string()).unwrap_or_default();
+        let now = SystemTime::now();
+        let volumes_dir = self.options.pods_dir.join(&m.uid).join("volumes");
+        let volumes = self.config.prepare_volumes(pod, &volumes_dir).await;
+        let volumes = &volumes;
+        let m = &m;
+
+        let mut views = Vec::new();
+        for c in &spec.containers {
+            let mut list = existing.remove(&c.name).unwrap_or_default();
+            let mut view = ContainerView {
+                ready: true,
+                ..Default::default()
+            };
+            // Keep the newest two (current and last state); remove older.
+            for old in list.iter().skip(2) {
+                self.runtime.remove(&old.id).await?;
+            }
+            list.truncate(2);
+            let current = list.first().cloned();
+            view.previous = list.get(1).cloned();
+            view.restart_count = current
+                .as_ref()
+                .map(restart_count)
+                .or_else(|| carried.get(&c.name).copied())
+                .unwrap_or(0);
+
+            let start_new = |restart: u32| async move {
+                let volumes = volumes.as_ref().map_err(|e| e.0.clone())?;
+                let env = self.config.env(&m.namespace, c).await.map_err(|e| e.0)?;
+                let mounts = mounts(c, volumes).map_err(|e| e.0)?;
+                let (cpu_millis, memory_bytes) = limits(c);
+                let config = ContainerConfig {
+                    name: container_name(pod, &c.name, restart),
+                    image: c.image.clone(),
+                    command: c.command.clone(),
+                    args: c.args.clone(),
+                    env,
+                    working_dir: c.working_dir.clone(),
+                    mounts,
+                    labels: self.labels(pod, &c.name, restart),
+                    network: NetworkAttachment::Container {
+                        id: sandbox.id.clone(),
+                    },
+                    hostname: String::new(),
+                    dns_servers: Vec::new(),
+                    dns_search: Vec::new(),
+                    cpu_millis,
+                    memory_bytes,
+                };
+                let result: Result<ContainerInfo, rt::RuntimeError> = async {
+                    let id = self.runtime.create(&config).await?;
+                    self.runtime.start(&id).await?;
+                    self.runtime.inspect(&id).await
+                }
+                .await;
+                result.map_err(|e| match e {
+                    rt::RuntimeError::ImageNotPresent { .. } => {
+                        format!("ErrImageNeverPull\u{0}{e}")
+                    }
+                    other => other.to_string(),
+                })
+            };
+
+            match &current {
+                None => match start_new(view.restart_count).await {
+                    Ok(info) => {
+                        tracing::info!(pod = %m.name, container = %c.name, "container started");
+                        view.current = Some(info);
+                    }
+                    Err(why) => view.waiting = Some(waiting_for(&why)),
+                },
+                Some(cur) => match &cur.state {
+                    ContainerRunState::Running { .. } => {
+                        view.current = Some(cur.clone());
+                        let target = Target {
+                            container_id: cur.id.clone(),
+                            pod_ip: pod_ip.clone(),
+                            container: c.clone(),
+                        };
+                        if let Some(p) = &c.liveness_probe
+                            && !self
+                                .probers
+                                .verdict(&self.runtime, ProbeKind::Liveness, p, &target)
+                        {
+                            // Stopped in the background (the grace period may
+                            // be long); the next rounds restart it per policy.
+                            tracing::info!(pod = %m.name, container = %c.name, "liveness probe failed; restarting");
+                            self.stop_in_background(cur.clone(), grace_of(pod), false);
+                            view.ready = false;
+                        }
+                        view.ready = match &c.readiness_probe {
+                            Some(p) => self.probers.verdict(
+                                &self.runtime,
+                                ProbeKind::Readiness,
+                                p,
+                                &target,
+                            ),
+                            None => true,
+                        } && view.current.as_ref().is_some_and(running);
+                    }
+                    ContainerRunState::Created => {
+                        self.runtime.start(&cur.id).await?;
+                        view.current = Some(self.runtime.inspect(&cur.id).await?);
+                    }
+                    ContainerRunState::Exited {
+                        exit_code,
+                        started_at,
+                        finished_at,
+                        ..
+                    } => {
+                        view.current = Some(cur.clone());
+                        view.ready = false;
+                        if status::should_restart(&spec.restart_policy, *exit_code) {
+                            let ran = match (started_at, finished_at) {
+                                (Some(s), Some(f)) => f.duration_since(*s).unwrap_or_default(),
+                                _ => Duration::ZERO,
+                            };
+                            let wait = status::backoff(view.restart_count, ran);
+                            let since = finished_at
+                                .and_then(|f| now.duration_since(f).ok())
+                                .unwrap_or(wait);
+                            if since >= wait {
+                                match start_new(view.restart_count + 1).await {
+                                    Ok(info) => {
+                                        tracing::info!(pod = %m.name, container = %c.name, restarts = view.restart_count + 1, "container restarted");
+                                        view.previous = Some(cur.clone());
+                                        view.current = Some(info);
+                                        view.restart_count += 1;
+                                        if let Some(p) = list.get(1) {
+                                            self.runtime.remove(&p.id).await?;
+                                        }
+                                    }
+                                    Err(why) => view.waiting = Some(waiting_for(&why)),
+                                }
+                            } else {
+                                view.waiting = Some((
+                                    "CrashLoopBackOff".into(),
+                                    format!(
+                                        "back-off {} restarting failed container={} pod={}",
+                                        rafter_proto::age::human_duration(wait),
+                                        c.name,
+                                        m.name
+                                    ),
+                                ));
+                            }
+                        }
+                    }
+                },
+            }
+            if view.current.as_ref().is_none_or(|c| !running(c)) {
+                view.ready = false;
+            }
+            views.push(view);
+        }
+        // Containers no longer in the spec.
+        for c in existing.values().flatten() {
+            self.runtime.remove(&c.id).await?;
+        }
+        self.report(pod, &views, &pod_ip, now).await;
+        Ok(())
+    }
+
+    /// Writes the pod's status when it changed.
+    async fn report(&self, pod: &api::Pod, views: &[ContainerView], pod_ip: &str, now: SystemTime) {
+        let next = status::pod_status(pod, views, pod_ip, &self.options.host_ip, now);
+        if pod.status.as_ref() == Some(&next) {
+            return;
+        }
+        let mut updated = pod.clone();
+        updated.status = Some(next);
+        match self.client.update_status(&updated).await {
+            Ok(_) => {}
+            Err(e) if e.is_reason("Conflict") || e.is_reason("NotFound") => {}
+            Err(e) => {
+                tracing::warn!(pod = %pod.metadata().name, error = %e, "pod status not written");
+            }
+        }
+    }
+}
+
+/// The waiting reason and message of a container that could not start.
+fn waiting_for(why: &str) -> (String, String) {
+    match why.split_once('\u{0}') {
+        Some((reason, message)) => (reason.to_string(), message.to_string()),
+        None => ("CreateContainerConfigError".into(), why.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_names_are_unique_per_pod_and_restart() {
+        let mut pod = api::Pod::default();
+        let m = pod.metadata_mut();
+        m.name = "web-1".into();
+        m.namespace = "default".into();
+        m.uid = "0123abcd-ef".into();
+        assert_eq!(
+            container_name(&pod, "web", 2),
+            "rafter_web_web-1_default_0123abcd_2"
+        );
+        assert_eq!(
+            waiting_for("ErrImageNeverPull\u{0}image x missing").0,
+            "ErrImageNeverPull"
+        );
+        assert_eq!(
+            waiting_for("secret \"s\" not found").0,
+            "CreateContainerConfigError"
+        );
+    }
+
+    #[test]
+    fn limits_come_from_the_container_resources() {
+        let c = api::Container {
+            resources: Some(api::ResourceRequirements {
+                limits: [
+                    ("cpu".to_string(), "500m".to_string()),
+                    ("memory".to_string(), "64Mi".to_string()),
+                ]
+                .into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(limits(&c), (500, 64 << 20));
+        assert_eq!(limits(&api::Container::default()), (0, 0));
+    }
+}

@@ -1,0 +1,92 @@
+//! `rafter agent`: runs the node agent (the `rafter-nodeagent` crate) on
+//! this machine with the Docker engine as its container runtime.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use rafter_nodeagent::agent::{AgentOptions, run};
+use rafter_nodeagent::docker::Docker;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, clap::Args)]
+pub struct AgentArgs {
+    /// Masters to join through, comma-separated host:port (any one that
+    /// answers will do; the agent learns the rest from the cluster).
+    #[arg(
+        long,
+        value_name = "HOST:PORT,...",
+        value_delimiter = ',',
+        required = true
+    )]
+    server: Vec<String>,
+    /// Bootstrap token from `rafter token create` (needed the first time
+    /// only: the node credential is kept in --data-dir).
+    #[arg(long, env = "RAFTER_JOIN_TOKEN")]
+    token: Option<String>,
+    /// The node's name (a lowercase DNS name).
+    #[arg(long)]
+    name: String,
+    /// Where the node credential, the master list and pod volumes are kept.
+    #[arg(long, value_name = "DIR")]
+    data_dir: PathBuf,
+    /// Most pods this node runs.
+    #[arg(long, default_value_t = 110)]
+    max_pods: u32,
+    /// How often the node's lease is renewed.
+    #[arg(long, default_value = "1s", value_parser = crate::cli::duration::parse_positive_duration)]
+    heartbeat: Duration,
+    /// The node's address (default: the one that routes to the masters).
+    #[arg(long)]
+    node_ip: Option<IpAddr>,
+    /// Node labels, key=value (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// Port for the masters' logs and exec requests (0: any free port;
+    /// the Node's status says which).
+    #[arg(long, default_value_t = 10250)]
+    agent_port: u16,
+    /// How often every pod is checked even when nothing changed.
+    #[arg(long, default_value = "1s", value_parser = crate::cli::duration::parse_positive_duration)]
+    sync_period: Duration,
+}
+
+pub async fn main(args: AgentArgs) -> anyhow::Result<()> {
+    let mut labels = BTreeMap::new();
+    for l in &args.labels {
+        let Some((k, v)) = l.split_once('=') else {
+            bail!("--label {l:?}: expected key=value");
+        };
+        labels.insert(k.to_string(), v.to_string());
+    }
+    let docker = Docker::connect()
+        .await
+        .context("the node agent runs pods with Docker")?;
+    let options = AgentOptions {
+        servers: args.server,
+        token: args.token,
+        name: args.name,
+        data_dir: args.data_dir,
+        max_pods: args.max_pods,
+        heartbeat: args.heartbeat,
+        node_ip: args.node_ip,
+        labels,
+        sync_period: args.sync_period,
+        agent_listen: std::net::SocketAddr::from(([0, 0, 0, 0], args.agent_port)),
+    };
+    let shutdown = CancellationToken::new();
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let agent = tokio::spawn(run(options, Arc::new(docker), shutdown.clone()));
+    tokio::select! {
+        r = agent => return Ok(r??),
+        _ = term.recv() => tracing::info!("SIGTERM: stopping the agent (containers keep running)"),
+        _ = int.recv() => tracing::info!("SIGINT: stopping the agent (containers keep running)"),
+    }
+    shutdown.cancel();
+    Ok(())
+}

@@ -1,0 +1,761 @@
+//! The node agent against real masters and the real Docker engine of this
+//! machine: joining with bootstrap tokens, pods running as containers with
+//! IPs from their node's podCIDR, restarts with back-off, probes, config,
+//! adoption after an agent restart, master failover, node loss, and what a
+//! node credential may not do.
+//!
+//! These tests need Docker (CI runs it); without it they fail, loudly.
+//! Each test uses its own node names and pod CIDR, and removes its
+//! containers and networks before and after.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{Cluster, rafter_bin, wait_for};
+use rafter_client::Client;
+use rafter_nodeagent::docker::Docker;
+use rafter_nodeagent::runtime::{self as rt, ContainerRuntime};
+use rafter_proto::api;
+use rafter_proto::object::Object;
+use serde_json::json;
+use tokio::time::Instant;
+
+async fn docker() -> Docker {
+    Docker::connect()
+        .await
+        .expect("these tests need the Docker engine (is dockerd running? /var/run/docker.sock)")
+}
+
+/// Removes the containers and pod networks of `nodes` (left by an earlier
+/// run, or by this one).
+async fn clean_docker(nodes: &[&str]) {
+    let d = docker().await;
+    for node in nodes {
+        for c in d.list(&[(rt::LABEL_NODE, node)]).await.unwrap_or_default() {
+            let _ = d.remove(&c.id).await;
+        }
+        let _ = Command::new("docker")
+            .args(["network", "rm", &format!("rafter-{node}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// The containers of `node`, running or not: id → (pod name, container).
+async fn containers_of(node: &str) -> BTreeMap<String, (String, String, bool)> {
+    docker()
+        .await
+        .list(&[(rt::LABEL_NODE, node)])
+        .await
+        .expect("list containers")
+        .into_iter()
+        .map(|c| {
+            let running = matches!(c.state, rt::ContainerRunState::Running { .. });
+            let pod = c
+                .labels
+                .get(rt::LABEL_POD_NAME)
+                .cloned()
+                .unwrap_or_default();
+            let name = c
+                .labels
+                .get(rt::LABEL_CONTAINER)
+                .cloned()
+                .unwrap_or_default();
+            (c.id, (pod, name, running))
+        })
+        .collect()
+}
+
+/// One `rafter agent` process.
+struct Agent {
+    name: String,
+    data_dir: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Agent {
+    fn new(cluster: &Cluster, name: &str) -> Agent {
+        Agent {
+            name: name.into(),
+            data_dir: cluster.dir.path().join(format!("agent-{name}")),
+            log: cluster.dir.path().join(format!("agent-{name}.log")),
+            child: None,
+        }
+    }
+
+    fn command(&self, cluster: &Cluster, token: Option<&str>) -> Command {
+        let mut c = Command::new(rafter_bin());
+        c.args([
+            "agent",
+            "--server",
+            &cluster.endpoint_flag(),
+            "--name",
+            &self.name,
+            "--data-dir",
+            &self.data_dir.to_string_lossy(),
+            "--heartbeat",
+            "500ms",
+            "--agent-port",
+            "0",
+        ]);
+        if let Some(t) = token {
+            c.args(["--token", t]);
+        }
+        c.env("RUST_LOG", "info,rafter_nodeagent=debug");
+        c
+    }
+
+    fn start(&mut self, cluster: &Cluster, token: Option<&str>) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("agent log");
+        let child = self
+            .command(cluster, token)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start rafter agent");
+        self.child = Some(child);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn credential(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("credential"))
+            .expect("the agent saved its credential")
+            .trim()
+            .to_string()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            eprintln!("==== last lines of agent {} ====", self.name);
+            for l in tail.into_iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+fn build_demo_image(cluster: &Cluster) {
+    let (ok, out, err) = cluster.cli(&["image", "build-demo"]);
+    assert!(ok, "rafter image build-demo failed: {out}{err}");
+}
+
+fn create_token(cluster: &Cluster, ttl: &str) -> String {
+    let (ok, out, err) = cluster.cli(&["token", "create", "--ttl", ttl]);
+    assert!(ok, "token create: {err}");
+    let token = out.trim().to_string();
+    assert!(
+        rafter_apiserver::auth::parse_bootstrap_token(&token).is_some(),
+        "not a kubeadm-style token: {token:?}"
+    );
+    token
+}
+
+fn is_ready_node(n: &api::Node) -> bool {
+    n.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.r#type == "Ready" && c.status == "True")
+    })
+}
+
+fn is_ready_pod(p: &api::Pod) -> bool {
+    p.status.as_ref().is_some_and(|s| {
+        s.phase == "Running"
+            && s.conditions
+                .iter()
+                .any(|c| c.r#type == "Ready" && c.status == "True")
+    })
+}
+
+async fn wait_nodes_ready(client: &Client, names: &[&str]) -> Vec<api::Node> {
+    wait_for("nodes Ready", Duration::from_secs(60), || async {
+        let mut out = Vec::new();
+        for n in names {
+            match client.get_object::<api::Node>("", n).await {
+                Ok(node)
+                    if is_ready_node(&node)
+                        && !node.spec.clone().unwrap_or_default().pod_cidr.is_empty() =>
+                {
+                    out.push(node)
+                }
+                _ => return None,
+            }
+        }
+        Some(out)
+    })
+    .await
+}
+
+/// The pods of deployment `app`, once `count` of them are Running, Ready
+/// and (when given) on `nodes` only.
+async fn wait_ready_pods(
+    client: &Client,
+    app: &str,
+    count: usize,
+    nodes: Option<&[&str]>,
+) -> Vec<api::Pod> {
+    wait_for(
+        &format!("{count} ready pods of {app}"),
+        Duration::from_secs(90),
+        || async {
+            let pods = client
+                .list::<api::Pod>("default", &format!("app={app}"), "")
+                .await
+                .ok()?
+                .items;
+            let ready: Vec<api::Pod> = pods.iter().filter(|p| is_ready_pod(p)).cloned().collect();
+            let placed = |p: &api::Pod| {
+                let node = p.spec.clone().unwrap_or_default().node_name;
+                nodes.is_none_or(|ns| ns.contains(&node.as_str()))
+            };
+            (ready.len() == count && pods.len() == count && ready.iter().all(placed))
+                .then_some(ready)
+        },
+    )
+    .await
+}
+
+async fn http_get(ip: &str, port: u16) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::net::TcpStream::connect((ip, port)),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+        .await
+        .ok()?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.").then(|| body.trim().to_string())
+}
+
+fn restarts(p: &api::Pod) -> i32 {
+    p.status
+        .as_ref()
+        .map(|s| s.container_statuses.iter().map(|c| c.restart_count).sum())
+        .unwrap_or(0)
+}
+
+async fn lease_renewed(client: &Client, node: &str) -> String {
+    client
+        .get_object::<api::Lease>("rafter-node-lease", node)
+        .await
+        .ok()
+        .and_then(|l| l.spec)
+        .map(|s| s.renew_time)
+        .unwrap_or_default()
+}
+
+/// Show items 1, 4 and 5 of the agent issue: a deployment runs in Docker
+/// across two agents, its pods answer HTTP on IPs from their node's
+/// podCIDR; a killed agent leaves its containers running and adopts them
+/// when it comes back; a master failover restarts nothing; a node lost for
+/// good has its pods replaced on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_run_pods_in_docker_and_survive_agent_and_master_failures() {
+    const NODES: [&str; 2] = ["agt1-a", "agt1-b"];
+    clean_docker(&NODES).await;
+    let mut cluster = Cluster::start(
+        3,
+        &[
+            "--pod-cidr",
+            "10.201.0.0/16",
+            "--node-grace-period",
+            "3s",
+            "--pod-eviction-timeout",
+            "4s",
+        ],
+    );
+    let client = cluster.client().await;
+    build_demo_image(&cluster);
+
+    // An unknown token is refused with a clear error.
+    let mut stranger = Agent::new(&cluster, "agt1-x");
+    let out = stranger
+        .command(&cluster, Some("abcdef.0123456789abcdef"))
+        .output()
+        .expect("run rafter agent");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("not known to this cluster"), "{err}");
+    stranger.child = None;
+
+    let token = create_token(&cluster, "1h");
+    let mut a = Agent::new(&cluster, NODES[0]);
+    let mut b = Agent::new(&cluster, NODES[1]);
+    a.start(&cluster, Some(&token));
+    b.start(&cluster, Some(&token));
+    let nodes = wait_nodes_ready(&client, &NODES).await;
+    let cidr_of: BTreeMap<String, ipnet::Ipv4Net> = nodes
+        .iter()
+        .map(|n| {
+            let cidr = n.spec.clone().unwrap_or_default().pod_cidr;
+            (n.metadata().name.clone(), cidr.parse().expect("podCIDR"))
+        })
+        .collect();
+    let (ok, _, err) = cluster.cli(&["get", "nodes"]);
+    assert!(ok, "{err}");
+
+    // 1. Three demo pods run in Docker with IPs from their nodes' ranges.
+    let (ok, _, err) = cluster.cli(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=rafter/demo:latest",
+        "--replicas=3",
+        "--port=80",
+    ]);
+    assert!(ok, "{err}");
+    let pods = wait_ready_pods(&client, "web", 3, None).await;
+    let mut seen_nodes = BTreeSet::new();
+    for p in &pods {
+        let s = p.status.clone().unwrap();
+        let node = p.spec.clone().unwrap().node_name;
+        let ip: std::net::Ipv4Addr = s.pod_ip.parse().expect("pod IP");
+        assert!(
+            cidr_of[&node].contains(&ip),
+            "pod {} has {ip}, outside {node}'s {}",
+            p.metadata().name,
+            cidr_of[&node]
+        );
+        assert!(!s.host_ip.is_empty());
+        // The demo server answers with its pod's name.
+        let body = wait_for("the pod to answer HTTP", Duration::from_secs(20), || {
+            http_get(&s.pod_ip, 80)
+        })
+        .await;
+        assert_eq!(body, p.metadata().name);
+        seen_nodes.insert(node);
+    }
+    assert_eq!(seen_nodes.len(), 2, "three replicas spread over both nodes");
+    // exec through a master, with the command's exit code.
+    let first = pods[0].metadata().name.clone();
+    let (ok, out, err) = cluster.cli(&["exec", &first, "--", "hostname"]);
+    assert!(ok, "exec: {err}");
+    assert_eq!(out.trim(), first);
+    let out = cluster
+        .cli_command(&["exec", &first, "--", "sh", "-c", "exit 7"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(7));
+    let (ok, wide, _) = cluster.cli(&["get", "pods", "-o", "wide"]);
+    assert!(ok);
+    for p in &pods {
+        let line = wide
+            .lines()
+            .find(|l| l.starts_with(&p.metadata().name))
+            .expect("pod listed");
+        assert!(
+            line.contains(&p.status.clone().unwrap().pod_ip)
+                && line.contains(&p.spec.clone().unwrap().node_name),
+            "{line}"
+        );
+    }
+
+    // 4a. kill -9 the agent: its containers keep running; restarted (with
+    // no token: the saved credential), it adopts them.
+    let before_a = containers_of(NODES[0]).await;
+    assert!(before_a.values().all(|(_, _, running)| *running));
+    a.kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        containers_of(NODES[0]).await,
+        before_a,
+        "containers run on without their agent"
+    );
+    a.start(&cluster, None);
+    let renewed = lease_renewed(&client, NODES[0]).await;
+    wait_for("agent a back", Duration::from_secs(30), || async {
+        (lease_renewed(&client, NODES[0]).await != renewed).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        containers_of(NODES[0]).await,
+        before_a,
+        "the restarted agent adopted its containers"
+    );
+    let pods_now = wait_ready_pods(&client, "web", 3, None).await;
+    assert!(pods_now.iter().all(|p| restarts(p) == 0));
+
+    // 4b. kill -9 the leader master: agents keep heartbeating through the
+    // others; nothing restarts, no node goes NotReady.
+    let before_b = containers_of(NODES[1]).await;
+    let leader = cluster.leader().await;
+    cluster.kill(leader);
+    let survivors = cluster.endpoints_except(leader);
+    let client = cluster.client_for(&survivors).await;
+    let renewed: Vec<String> = {
+        let mut r = Vec::new();
+        for n in NODES {
+            r.push(lease_renewed(&client, n).await);
+        }
+        r
+    };
+    wait_for(
+        "leases renewed after the master kill",
+        Duration::from_secs(30),
+        || async {
+            for (n, old) in NODES.iter().zip(&renewed) {
+                if lease_renewed(&client, n).await == *old {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for n in wait_nodes_ready(&client, &NODES).await {
+        assert!(is_ready_node(&n));
+    }
+    assert_eq!(containers_of(NODES[0]).await, before_a);
+    assert_eq!(containers_of(NODES[1]).await, before_b);
+    let pods_now = wait_ready_pods(&client, "web", 3, None).await;
+    assert!(pods_now.iter().all(|p| restarts(p) == 0));
+    cluster.restart(leader);
+
+    // 5. Stop agent b for good: its node goes NotReady and its pods come
+    // back on a, answering HTTP.
+    b.kill();
+    wait_for("node b NotReady", Duration::from_secs(30), || async {
+        let n: api::Node = client.get_object("", NODES[1]).await.ok()?;
+        (!is_ready_node(&n)).then_some(())
+    })
+    .await;
+    let moved = wait_ready_pods(&client, "web", 3, Some(&[NODES[0]])).await;
+    for p in &moved {
+        let ip = p.status.clone().unwrap().pod_ip;
+        let body = wait_for(
+            "a replacement pod to answer",
+            Duration::from_secs(20),
+            || http_get(&ip, 80),
+        )
+        .await;
+        assert_eq!(body, p.metadata().name);
+    }
+    drop(a);
+    drop(b);
+    clean_docker(&NODES).await;
+}
+
+/// Items 3, 6 and 7: restarts with back-off and CrashLoopBackOff, liveness
+/// and readiness probes, a missing image, ConfigMap and Secret in env and
+/// files (a changed ConfigMap reaches the file without a restart), and a
+/// node credential refused what its node does not need.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_restart_probe_and_read_config_and_nodes_stay_in_their_lane() {
+    const NODE: &str = "agt2-a";
+    clean_docker(&[NODE]).await;
+    let cluster = Cluster::start(3, &["--pod-cidr", "10.202.0.0/16"]);
+    let client = cluster.client().await;
+    build_demo_image(&cluster);
+    let token = create_token(&cluster, "1h");
+    let mut agent = Agent::new(&cluster, NODE);
+    agent.start(&cluster, Some(&token));
+    wait_nodes_ready(&client, &[NODE]).await;
+
+    let mut cm = api::ConfigMap::default();
+    cm.metadata_mut().name = "settings".into();
+    cm.metadata_mut().namespace = "default".into();
+    cm.data.insert("greeting".into(), "hello".into());
+    client.create(&cm).await.expect("configmap");
+    let mut secret = api::Secret::default();
+    secret.metadata_mut().name = "creds".into();
+    secret.metadata_mut().namespace = "default".into();
+    secret.data.insert("password".into(), b"s3cret".to_vec());
+    client.create(&secret).await.expect("secret");
+    let mut other = secret.clone();
+    other.metadata_mut().name = "unrelated".into();
+    client.create(&other).await.expect("secret");
+
+    let pod = |name: &str, spec: serde_json::Value| -> api::Pod {
+        let mut p: api::Pod = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": spec,
+        }))
+        .expect("pod manifest");
+        p.spec.get_or_insert_default().node_name = NODE.into();
+        p
+    };
+    let sleeper = |cmd: &str| json!(["/bin/sh", "-c", cmd]);
+    client
+        .create(&pod(
+            "config",
+            json!({
+                "containers": [{
+                    "name": "main", "image": "rafter/demo:latest",
+                    "command": sleeper("sleep 600"),
+                    "env": [
+                        {"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "greeting"}}},
+                        {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}},
+                    ],
+                    "volumeMounts": [{"name": "cfg", "mountPath": "/etc/cfg"}, {"name": "sec", "mountPath": "/etc/sec"}],
+                }],
+                "volumes": [
+                    {"name": "cfg", "configMap": {"name": "settings"}},
+                    {"name": "sec", "secret": {"secretName": "creds"}},
+                ],
+            }),
+        ))
+        .await
+        .expect("config pod");
+    client
+        .create(&pod(
+            "crasher",
+            json!({"containers": [{"name": "main", "image": "rafter/demo:latest", "command": sleeper("echo bye from crasher; exit 3")}]}),
+        ))
+        .await
+        .expect("crasher pod");
+    client
+        .create(&pod(
+            "unhealthy",
+            json!({"containers": [{
+                "name": "main", "image": "rafter/demo:latest",
+                "command": sleeper("touch /tmp/healthy; sleep 3; rm /tmp/healthy; sleep 600"),
+                "livenessProbe": {"exec": {"command": ["cat", "/tmp/healthy"]}, "periodSeconds": 1, "failureThreshold": 1},
+            }]}),
+        ))
+        .await
+        .expect("unhealthy pod");
+    client
+        .create(&pod(
+            "flaky",
+            json!({"containers": [{
+                "name": "web", "image": "rafter/demo:latest",
+                "command": sleeper("mkdir -p /www && hostname > /www/index.html && touch /www/ready && (sleep 6; rm /www/ready) & exec httpd -f -p 80 -h /www"),
+                "ports": [{"name": "http", "containerPort": 80}],
+                "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"}, "periodSeconds": 1, "failureThreshold": 1},
+            }]}),
+        ))
+        .await
+        .expect("flaky pod");
+    client
+        .create(&pod(
+            "missing",
+            json!({"containers": [{"name": "main", "image": "rafter/not-built-here:1"}]}),
+        ))
+        .await
+        .expect("missing-image pod");
+
+    let get = |name: &'static str| {
+        let client = client.clone();
+        async move { client.get_object::<api::Pod>("default", name).await.ok() }
+    };
+    let container_state = |p: &api::Pod| {
+        p.status
+            .clone()
+            .unwrap_or_default()
+            .container_statuses
+            .first()
+            .cloned()
+            .unwrap_or_default()
+    };
+
+    // A missing image is reported, never pulled.
+    let missing = wait_for("ErrImageNeverPull", Duration::from_secs(30), || async {
+        let p = get("missing").await?;
+        let w = container_state(&p).state?.waiting?;
+        (w.reason == "ErrImageNeverPull").then_some(w)
+    })
+    .await;
+    assert!(
+        missing.message.contains("rafter/not-built-here"),
+        "{}",
+        missing.message
+    );
+
+    // Readiness: ready first, then not ready when /ready goes away.
+    wait_for("flaky ready", Duration::from_secs(30), || async {
+        get("flaky").await.filter(is_ready_pod)
+    })
+    .await;
+    wait_for("flaky not ready", Duration::from_secs(30), || async {
+        let p = get("flaky").await?;
+        (p.status.clone()?.phase == "Running" && !is_ready_pod(&p)).then_some(())
+    })
+    .await;
+
+    // A container that exits is restarted with back-off: CrashLoopBackOff.
+    let crashed = wait_for("CrashLoopBackOff", Duration::from_secs(60), || async {
+        let p = get("crasher").await?;
+        let c = container_state(&p);
+        let waiting = c.state.clone()?.waiting?;
+        (waiting.reason == "CrashLoopBackOff" && c.restart_count >= 1).then_some(c)
+    })
+    .await;
+    assert_eq!(crashed.last_state.unwrap().terminated.unwrap().exit_code, 3);
+    let (ok, table, _) = cluster.cli(&["get", "pods"]);
+    assert!(ok);
+    let line = table
+        .lines()
+        .find(|l| l.starts_with("crasher"))
+        .expect("crasher listed");
+    assert!(line.contains("CrashLoopBackOff"), "{line}");
+
+    // Its logs, the current and the previous container's, through a master.
+    let (ok, out, err) = cluster.cli(&["logs", "crasher"]);
+    assert!(ok && out.contains("bye from crasher"), "logs: {out}{err}");
+    let (ok, out, err) = cluster.cli(&["logs", "crasher", "--previous", "--tail", "1"]);
+    assert!(
+        ok && out.trim() == "bye from crasher",
+        "logs --previous: {out}{err}"
+    );
+
+    // A liveness failure restarts the container.
+    wait_for("liveness restart", Duration::from_secs(60), || async {
+        let p = get("unhealthy").await?;
+        (restarts(&p) >= 1).then_some(())
+    })
+    .await;
+
+    // Env and files from the ConfigMap and the Secret.
+    wait_for("config pod running", Duration::from_secs(30), || async {
+        get("config").await.filter(is_ready_pod)
+    })
+    .await;
+    let d = docker().await;
+    let main = d
+        .list(&[
+            (rt::LABEL_NODE, NODE),
+            (rt::LABEL_POD_NAME, "config"),
+            (rt::LABEL_CONTAINER, "main"),
+        ])
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| matches!(c.state, rt::ContainerRunState::Running { .. }))
+        .expect("config container");
+    let sh = |cmd: &str| vec!["/bin/sh".to_string(), "-c".to_string(), cmd.to_string()];
+    let out = d
+        .exec(
+            &main.id,
+            &sh("echo $GREETING $PASSWORD; cat /etc/cfg/greeting /etc/sec/password"),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello s3cret\nhellos3cret"
+    );
+    let mut cm: api::ConfigMap = client.get_object("default", "settings").await.unwrap();
+    cm.data.insert("greeting".into(), "bonjour".into());
+    client.update(&cm).await.unwrap();
+    wait_for(
+        "the mounted file to change",
+        Duration::from_secs(20),
+        || async {
+            let out = d
+                .exec(
+                    &main.id,
+                    &sh("cat /etc/cfg/greeting"),
+                    Duration::from_secs(5),
+                )
+                .await
+                .ok()?;
+            (out.stdout == b"bonjour").then_some(())
+        },
+    )
+    .await;
+    let p = get("config").await.unwrap();
+    assert_eq!(
+        restarts(&p),
+        0,
+        "a config change does not restart the container"
+    );
+
+    // 7. The node's credential: what its pods use, nothing more.
+    let cred = agent.credential();
+    let as_node = |args: &[&str]| cluster.cli_with_env(args, &[("RAFTER_TOKEN", cred.as_str())]);
+    let (ok, out, err) = as_node(&["get", "secret", "creds", "-o", "name"]);
+    assert!(ok, "a node reads a secret its pod uses: {err}");
+    assert!(out.contains("creds"));
+    for forbidden in [
+        vec!["get", "secret", "unrelated"],
+        vec!["get", "secrets"],
+        vec!["create", "namespace", "intruders"],
+        vec!["label", "node", NODE, "evil=yes"],
+    ] {
+        let (ok, _, err) = as_node(&forbidden);
+        assert!(
+            !ok && err.contains("Forbidden"),
+            "{forbidden:?} should be Forbidden: {err}"
+        );
+    }
+    // Another node's status.
+    let mut other_node = api::Node::default();
+    other_node.metadata_mut().name = "someone-else".into();
+    client.create(&other_node).await.unwrap();
+    let node_client = Client::connect_with_options(
+        cluster.endpoints(),
+        rafter_client::ClientOptions {
+            token: Some(cred.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut theirs: api::Node = node_client
+        .get_object("", "someone-else")
+        .await
+        .expect("nodes may read nodes");
+    theirs
+        .status
+        .get_or_insert_default()
+        .conditions
+        .push(api::Condition {
+            r#type: "Ready".into(),
+            status: "False".into(),
+            ..Default::default()
+        });
+    let e = node_client.update_status(&theirs).await.unwrap_err();
+    assert!(e.is_reason("Forbidden"), "{e}");
+    // The KV API is the admin's only.
+    assert!(
+        node_client
+            .get("/registry/secrets/default/unrelated")
+            .await
+            .is_err()
+    );
+    // An admin can still do all of it.
+    assert!(
+        client
+            .get_object::<api::Secret>("default", "unrelated")
+            .await
+            .is_ok()
+    );
+
+    drop(agent);
+    clean_docker(&[NODE]).await;
+}
