@@ -11,7 +11,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -23,7 +22,6 @@ use rafter_nodeagent::runtime::{self as rt, ContainerRuntime};
 use rafter_proto::api;
 use rafter_proto::object::Object;
 use serde_json::json;
-use tokio::time::Instant;
 
 async fn docker() -> Docker {
     Docker::connect()

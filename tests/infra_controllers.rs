@@ -10,7 +10,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 

@@ -19,10 +19,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use std::time::Instant;
 
-use common::{Cluster, wait_for};
 use common::dump;
 use common::free_port;
 use common::rafter_bin;
+use common::{Cluster, wait_for};
 
 /// The id and last included log index of the snapshot a master keeps in
 /// `<data-dir>/snapshots/snapshot.bin`, if it has one.

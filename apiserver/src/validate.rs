@@ -859,7 +859,7 @@ fn lease(l: &mut api::Lease, errs: &mut Errs) {
     if spec.lease_duration_seconds < 0 {
         errs.invalid(
             "spec.leaseDurationSeconds",
-            &spec.lease_duration_seconds.to_string(),
+            spec.lease_duration_seconds.to_string(),
             "must be greater than or equal to 0",
         );
     }

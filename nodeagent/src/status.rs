@@ -378,7 +378,7 @@ mod tests {
         };
         let s = pod_status(
             &pod,
-            &[view.clone()],
+            std::slice::from_ref(&view),
             "10.244.1.2",
             "192.168.1.1",
             SystemTime::now(),

@@ -357,10 +357,13 @@ async fn an_exited_container_reports_its_exit_code() {
             finished_at,
         } => {
             assert_eq!((exit_code, reason.as_str()), (3, "Error"));
-            let (started, finished) = (started_at.unwrap(), finished_at.unwrap());
-            assert!(finished >= started);
-            let age = SystemTime::now().duration_since(started).unwrap();
-            assert!(age < Duration::from_secs(120), "started {age:?} ago");
+            // Both times are recent. (Their order is not checked: for a
+            // container that exits at once Docker can record FinishedAt a
+            // moment before StartedAt.)
+            for t in [started_at.unwrap(), finished_at.unwrap()] {
+                let age = SystemTime::now().duration_since(t).unwrap_or_default();
+                assert!(age < Duration::from_secs(120), "{age:?} ago");
+            }
         }
         other => panic!("{other:?}"),
     }

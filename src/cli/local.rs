@@ -368,7 +368,7 @@ async fn start_agents(
     .await?;
     let (id, secret) = rafter_apiserver::auth::generate_bootstrap_token();
     let s = super::token::token_secret(&id, &secret, Duration::from_secs(600), "rafter local up");
-    client.create(&s).await?;
+    super::token::store_token(&client, &s).await?;
     let join_token = format!("{id}.{secret}");
     for i in 1..=count {
         let name = format!("node-{i}");
@@ -486,7 +486,7 @@ async fn down(a: DirArgs) -> anyhow::Result<()> {
             signal(pid, "TERM")?;
             stopping.push((name, pid_path, pid));
         } else {
-            outln!("master {name} was not running")?;
+            outln!("{name} was not running")?;
             remove(&pid_path)?;
         }
     }
@@ -502,7 +502,7 @@ async fn down(a: DirArgs) -> anyhow::Result<()> {
             if is_running(pid, &dir.join(&name)) {
                 still.push((name, pid_path, pid));
             } else {
-                outln!("master {name} stopped (pid {pid})")?;
+                outln!("{name} stopped (pid {pid})")?;
                 remove(&pid_path)?;
             }
         }
@@ -510,7 +510,7 @@ async fn down(a: DirArgs) -> anyhow::Result<()> {
         if !killed && Instant::now() >= deadline {
             for (name, _, pid) in &stopping {
                 outln!(
-                    "master {name} did not stop within {}s; killing it (pid {pid})",
+                    "{name} did not stop within {}s; killing it (pid {pid})",
                     STOP_WAIT.as_secs()
                 )?;
                 signal(*pid, "KILL")?;

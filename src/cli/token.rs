@@ -83,6 +83,22 @@ pub(crate) fn token_secret(
     s
 }
 
+/// Stores a token Secret. A cluster that has just started may not have
+/// created `rafter-system` yet (every master does so at start-up): that
+/// NotFound is waited out for a few seconds.
+pub(crate) async fn store_token(client: &Client, secret: &api::Secret) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match client.create(secret).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_reason("NotFound") && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(server_error(e)),
+        }
+    }
+}
+
 async fn create(
     client: &Client,
     ttl: Duration,
@@ -90,10 +106,7 @@ async fn create(
     print_join_command: bool,
 ) -> anyhow::Result<()> {
     let (id, secret) = generate_bootstrap_token();
-    client
-        .create(&token_secret(&id, &secret, ttl, description))
-        .await
-        .map_err(server_error)?;
+    store_token(client, &token_secret(&id, &secret, ttl, description)).await?;
     let token = format!("{id}.{secret}");
     if print_join_command {
         let masters: Vec<String> = client
