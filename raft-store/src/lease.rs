@@ -102,6 +102,15 @@ impl LeaseClock {
         Some(d.ttl)
     }
 
+    /// Whether the lease is still in the applied state (its expiry, if
+    /// proposed, has not been applied yet).
+    pub fn contains(&self, id: i64) -> bool {
+        self.leases
+            .lock()
+            .expect("lease clock poisoned")
+            .contains_key(&id)
+    }
+
     /// Leases past their deadline. Each is given `retry_after` more before
     /// it is reported again, so one expiry is not proposed over and over
     /// while the first proposal is in flight.
@@ -123,6 +132,18 @@ impl LeaseClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_expiring_lease_is_not_kept_alive_but_exists_until_its_removal_applies() {
+        let clock = LeaseClock::default();
+        clock.apply(&LeaseChange::Granted { id: 9, ttl: 1 });
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(clock.take_expired(Duration::from_secs(2)), [9]);
+        assert_eq!(clock.keep_alive(9), None);
+        assert!(clock.contains(9), "not gone before the expiry is applied");
+        clock.apply(&LeaseChange::Removed { id: 9 });
+        assert!(!clock.contains(9));
+    }
 
     #[test]
     fn kept_alive_lease_does_not_expire_and_grace_resets_deadlines() {

@@ -542,7 +542,25 @@ impl Node {
         if !self.is_leader() {
             return Ok(None);
         }
-        Ok(Some(self.shared.leases.keep_alive(id)))
+        if let Some(ttl) = self.shared.leases.keep_alive(id) {
+            return Ok(Some(Some(ttl)));
+        }
+        // Not refreshed: unknown, or its expiry has been proposed. "Not
+        // found" is said only once the lease is gone from the applied state:
+        // an expiry proposed without a quorum may be lost and proposed
+        // again, and a client told "not found" while its key can still be
+        // read would see the key come back (found by the Jepsen lease
+        // workload under kill-majority).
+        let deadline = Instant::now() + self.options.request_timeout;
+        while self.shared.leases.contains(id) {
+            if Instant::now() >= deadline || !self.is_leader() {
+                return Err(Error::Timeout(format!(
+                    "lease {id:x} is expiring but its expiry is not committed yet; retry"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(Some(None))
     }
 
     /// Leader side of a follower's read-index request: an index confirmed
