@@ -154,6 +154,8 @@ pub async fn run(
         labels: options.labels.clone(),
         runtime_version,
         agent_port,
+        os_image: node::os_image(),
+        kernel_version: node::kernel_version(),
     };
     facts
         .register(&client)

@@ -28,6 +28,10 @@ pub struct NodeFacts {
     pub runtime_version: String,
     /// Where the agent serves logs and exec for the masters.
     pub agent_port: u16,
+    /// /etc/os-release's PRETTY_NAME and the kernel release, read once at
+    /// start-up (the status is compared every heartbeat).
+    pub os_image: String,
+    pub kernel_version: String,
 }
 
 /// The memory of this machine (MemTotal of /proc/meminfo), in bytes.
@@ -67,7 +71,7 @@ pub fn route_ip(master: &str) -> Option<IpAddr> {
     Some(socket.local_addr().ok()?.ip())
 }
 
-fn os_image() -> String {
+pub fn os_image() -> String {
     std::fs::read_to_string("/etc/os-release")
         .ok()
         .and_then(|t| {
@@ -78,7 +82,7 @@ fn os_image() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-fn kernel_version() -> String {
+pub fn kernel_version() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
@@ -142,8 +146,8 @@ impl NodeFacts {
             node_info: Some(api::NodeSystemInfo {
                 agent_version: format!("rafter-agent/{}", env!("CARGO_PKG_VERSION")),
                 container_runtime_version: self.runtime_version.clone(),
-                os_image: os_image(),
-                kernel_version: kernel_version(),
+                os_image: self.os_image.clone(),
+                kernel_version: self.kernel_version.clone(),
                 operating_system: std::env::consts::OS.into(),
                 architecture: std::env::consts::ARCH.into(),
             }),
@@ -229,6 +233,8 @@ mod tests {
             labels: [("zone".to_string(), "a".to_string())].into(),
             runtime_version: "docker://20.10.24".into(),
             agent_port: 10250,
+            os_image: "Debian GNU/Linux 12 (bookworm)".into(),
+            kernel_version: "6.1.0".into(),
         }
     }
 
