@@ -156,7 +156,7 @@ async fn set_cordon(client: &Client, node: &str, cordoned: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_beyond_capacity_stay_pending_with_the_reason_and_bind_when_room_frees() {
     let cluster = Cluster::start(3, &[]);
-    cluster.leader().await;
+    cluster.objects_ready().await;
     let client = cluster.client().await;
     let _sims = SimNodes::start(&cluster, 5, "2", "4Gi");
     wait_nodes_ready(&client, 5).await;
@@ -261,7 +261,7 @@ async fn pods_beyond_capacity_stay_pending_with_the_reason_and_bind_when_room_fr
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cordoned_nodes_hold_pods_until_uncordoned_and_a_leader_kill_binds_each_once() {
     let mut cluster = Cluster::start(3, &[]);
-    cluster.leader().await;
+    cluster.objects_ready().await;
     let client = cluster.client().await;
     let _sims = SimNodes::start(&cluster, 5, "2", "4Gi");
     wait_nodes_ready(&client, 5).await;

@@ -258,7 +258,7 @@ impl Drop for PodWatch {
 #[tokio::test(flavor = "multi_thread")]
 async fn deployment_scales_within_node_capacity_and_extra_pods_stay_pending() {
     let cluster = Cluster::start(3, &[]);
-    cluster.leader().await;
+    cluster.objects_ready().await;
     let client = cluster.client().await;
     let client = &client;
     // 5 nodes of 8 pods: room for 40.
@@ -341,7 +341,7 @@ async fn deployment_scales_within_node_capacity_and_extra_pods_stay_pending() {
 #[tokio::test(flavor = "multi_thread")]
 async fn rolling_update_keeps_every_replica_ready_and_undo_returns_to_v1() {
     let cluster = Cluster::start(3, &[]);
-    cluster.leader().await;
+    cluster.objects_ready().await;
     let client = cluster.client().await;
     let client = &client;
     let _sim = sim_nodes(&cluster, 5, 20);
@@ -438,7 +438,7 @@ async fn rolling_update_keeps_every_replica_ready_and_undo_returns_to_v1() {
 #[tokio::test(flavor = "multi_thread")]
 async fn pause_holds_a_rollout_until_resume() {
     let cluster = Cluster::start(3, &[]);
-    cluster.leader().await;
+    cluster.objects_ready().await;
     let client = cluster.client().await;
     let client = &client;
     let _sim = sim_nodes(&cluster, 3, 20);
@@ -494,7 +494,7 @@ async fn pause_holds_a_rollout_until_resume() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_leader_finishes_a_rollout_without_extra_pods() {
     let mut cluster = Cluster::start(3, &[]);
-    cluster.leader().await;
+    cluster.objects_ready().await;
     let client = cluster.client().await;
     let client = &client;
     let _sim = sim_nodes(&cluster, 5, 20);

@@ -258,6 +258,25 @@ impl Cluster {
         }
     }
 
+    /// Waits for a leader and for the system namespaces every master
+    /// creates at start-up (`default` among them), so a test can create
+    /// objects at once.
+    pub async fn objects_ready(&self) -> usize {
+        let leader = self.leader().await;
+        let client = self.client().await;
+        wait_for("the default namespace", Duration::from_secs(30), || {
+            let client = client.clone();
+            async move {
+                client
+                    .get_object::<rafter_proto::api::Namespace>("", "default")
+                    .await
+                    .ok()
+            }
+        })
+        .await;
+        leader
+    }
+
     /// The last lines of every master's log, for failure messages.
     pub fn log_tails(&self) -> String {
         let mut out = String::new();
