@@ -549,7 +549,10 @@ async fn metrics_endpoint_serves_prometheus_text() {
                         && sample(&text, "rafter_wal_fsync_duration_seconds_count")? >= 1.0
                         && sample(&text, "rafter_db_total_size_in_bytes")? > 0.0
                         && (!is_leader
-                            || sample(&text, "rafter_proposal_duration_seconds_count")? >= 1.0);
+                            || sample(&text, "rafter_proposal_duration_seconds_count")? >= 1.0)
+                        // The leader's control loops start their informers
+                        // a moment after it is elected.
+                        && (!is_leader || sample(&text, "rafter_watchers")? > 0.0);
                     up.then_some(text)
                 }
             },
