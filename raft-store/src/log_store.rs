@@ -49,7 +49,7 @@ const KEY_LAST_PURGED: &[u8] = b"last_purged";
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
-    syncer: mpsc::Sender<LogFlushed<TypeConfig>>,
+    syncer: Arc<Syncer>,
     /// Highest committed index openraft told us about (for status/metrics).
     committed: Arc<AtomicU64>,
 }
@@ -60,16 +60,20 @@ impl LogStore {
     pub fn new(db: Arc<DB>, metrics: Arc<Metrics>, committed: Arc<AtomicU64>) -> Self {
         let (tx, rx) = mpsc::channel::<LogFlushed<TypeConfig>>();
         let sync_db = db.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("wal-syncer".into())
             .spawn(move || wal_syncer(sync_db, rx, metrics))
             .expect("spawn wal syncer thread");
+        let syncer = Arc::new(Syncer {
+            tx: Some(tx),
+            thread: Some(thread),
+        });
         if let Ok(Some(c)) = read_bincode::<Option<LogId>>(&db, KEY_COMMITTED) {
             committed.store(c.map(|l| l.index).unwrap_or(0), Ordering::Relaxed);
         }
         Self {
             db,
-            syncer: tx,
+            syncer,
             committed,
         }
     }
@@ -94,6 +98,34 @@ impl LogStore {
 
     fn last_purged(&self) -> Result<Option<LogId>, StorageError> {
         read_bincode::<LogId>(&self.db, KEY_LAST_PURGED)
+    }
+}
+
+/// The WAL syncer thread and the channel feeding it. Dropping the last
+/// handle closes the channel and joins the thread, so the thread's reference
+/// to the database is gone when the store is: a process that drops its store
+/// and exits never has RocksDB closing on a detached thread while static
+/// destructors run (which aborts with "pthread lock: Invalid argument").
+struct Syncer {
+    tx: Option<mpsc::Sender<LogFlushed<TypeConfig>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Syncer {
+    fn send(
+        &self,
+        cb: LogFlushed<TypeConfig>,
+    ) -> Result<(), mpsc::SendError<LogFlushed<TypeConfig>>> {
+        self.tx.as_ref().expect("open until dropped").send(cb)
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
