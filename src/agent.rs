@@ -53,6 +53,13 @@ pub struct AgentArgs {
     /// How often every pod is checked even when nothing changed.
     #[arg(long, default_value = "1s", value_parser = crate::cli::duration::parse_positive_duration)]
     sync_period: Duration,
+    /// Do not proxy Service traffic nor answer service DNS for pods (both
+    /// need root: an interface for the clusterIPs, port 53).
+    #[arg(long)]
+    no_service_proxy: bool,
+    /// The cluster's DNS domain: pods resolve NAME.NAMESPACE.svc.DOMAIN.
+    #[arg(long, default_value = rafter_nodeagent::dns::DEFAULT_CLUSTER_DOMAIN)]
+    cluster_domain: String,
 }
 
 pub async fn main(args: AgentArgs) -> anyhow::Result<()> {
@@ -77,16 +84,22 @@ pub async fn main(args: AgentArgs) -> anyhow::Result<()> {
         labels,
         sync_period: args.sync_period,
         agent_listen: std::net::SocketAddr::from(([0, 0, 0, 0], args.agent_port)),
+        services: !args.no_service_proxy,
+        cluster_domain: args.cluster_domain,
     };
     let shutdown = CancellationToken::new();
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let agent = tokio::spawn(run(options, Arc::new(docker), shutdown.clone()));
+    let mut agent = tokio::spawn(run(options, Arc::new(docker), shutdown.clone()));
     tokio::select! {
-        r = agent => return Ok(r??),
+        r = &mut agent => return Ok(r??),
         _ = term.recv() => tracing::info!("SIGTERM: stopping the agent (containers keep running)"),
         _ = int.recv() => tracing::info!("SIGINT: stopping the agent (containers keep running)"),
     }
     shutdown.cancel();
-    Ok(())
+    // Let it stop its servers and remove the proxy's interface.
+    match tokio::time::timeout(Duration::from_secs(10), agent).await {
+        Ok(r) => Ok(r??),
+        Err(_) => bail!("the agent did not stop within 10 s"),
+    }
 }

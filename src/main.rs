@@ -59,6 +59,8 @@ enum Command {
     Delete(cli::objects::DeleteArgs),
     /// Set the replicas of a deployment or replicaset.
     Scale(cli::objects::ScaleArgs),
+    /// Make a ClusterIP Service for a deployment's, replicaset's or pod's pods.
+    Expose(cli::expose::ExposeArgs),
     /// Set (key=value) or remove (key-) labels.
     Label(cli::objects::LabelArgs),
     /// Set (key=value) or remove (key-) annotations.
@@ -157,6 +159,7 @@ async fn main() -> ExitCode {
         },
         Command::Delete(a) => cli::objects::delete(&cli.global, a).await,
         Command::Scale(a) => cli::objects::scale(&cli.global, a).await,
+        Command::Expose(a) => cli::expose::expose(&cli.global, a).await,
         Command::Label(a) => cli::objects::label(&cli.global, a, "labels").await,
         Command::Annotate(a) => cli::objects::label(&cli.global, a, "annotations").await,
         Command::Edit(a) => cli::objects::edit(&cli.global, a).await,

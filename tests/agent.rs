@@ -757,3 +757,146 @@ async fn pods_restart_probe_and_read_config_and_nodes_stay_in_their_lane() {
     drop(agent);
     clean_docker(&[NODE]).await;
 }
+
+/// Item 2 and the traffic half of item 5: a Service's clusterIP answers
+/// HTTP from the host and, by DNS name, from inside a pod, spreading over
+/// its ready pods; a pod that fails readiness leaves the endpoints and gets
+/// no more connections; when a node is lost for good, the replacement pods
+/// take the traffic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_reach_ready_pods_by_cluster_ip_and_dns() {
+    const NODES: [&str; 2] = ["agt3-a", "agt3-b"];
+    clean_docker(&NODES).await;
+    let cluster = Cluster::start(
+        3,
+        &[
+            "--pod-cidr",
+            "10.205.0.0/16",
+            // Its own range: every test cluster's agents put their
+            // clusterIPs on this host.
+            "--service-cidr",
+            "10.215.0.0/24",
+            "--node-grace-period",
+            "3s",
+            "--pod-eviction-timeout",
+            "4s",
+        ],
+    );
+    let client = cluster.client().await;
+    build_demo_image(&cluster);
+    let token = create_token(&cluster, "1h");
+    let mut a = Agent::new(&cluster, NODES[0]);
+    let mut b = Agent::new(&cluster, NODES[1]);
+    a.start(&cluster, Some(&token));
+    b.start(&cluster, Some(&token));
+    wait_nodes_ready(&client, &NODES).await;
+
+    // The demo server, ready while /www/unready does not exist.
+    let deployment: api::Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{
+                    "name": "demo", "image": "rafter/demo:latest",
+                    "ports": [{"name": "http", "containerPort": 80}],
+                    "readinessProbe": {
+                        "exec": {"command": ["/bin/sh", "-c", "test ! -f /www/unready"]},
+                        "periodSeconds": 1, "failureThreshold": 1,
+                    },
+                }]},
+            },
+        },
+    }))
+    .expect("deployment manifest");
+    client.create(&deployment).await.expect("create deployment");
+    let (ok, out, err) = cluster.cli(&[
+        "expose",
+        "deployment",
+        "web",
+        "--port",
+        "8080",
+        "--target-port",
+        "http",
+    ]);
+    assert!(ok, "expose: {err}");
+    assert!(out.contains("service/web exposed"), "{out}");
+    let svc: api::Service = client.get_object("default", "web").await.expect("service");
+    let cluster_ip = svc.spec.clone().unwrap().cluster_ip;
+    assert!(cluster_ip.starts_with("10.215.0."), "{cluster_ip}");
+    let pods = wait_ready_pods(&client, "web", 3, None).await;
+    let names: BTreeSet<String> = pods.iter().map(|p| p.metadata().name.clone()).collect();
+
+    // Every ready pod answers through the clusterIP, from the host, in
+    // turn: a few rounds reach them all.
+    let answered = |want: BTreeSet<String>| {
+        let ip = cluster_ip.clone();
+        async move {
+            wait_for(
+                "the clusterIP to reach exactly the ready pods",
+                Duration::from_secs(30),
+                || {
+                    let ip = ip.clone();
+                    let want = want.clone();
+                    async move {
+                        let mut seen = BTreeSet::new();
+                        for _ in 0..4 * want.len() {
+                            seen.insert(http_get(&ip, 8080).await?);
+                        }
+                        (seen == want).then_some(seen)
+                    }
+                },
+            )
+            .await
+        }
+    };
+    answered(names.clone()).await;
+
+    // From inside a pod, by the Service's DNS name (full and short).
+    let first = pods[0].metadata().name.clone();
+    // (busybox nc: the static busybox's wget crashes on this image.)
+    for name in ["web.default.svc.cluster.local", "web"] {
+        let script = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {name} 8080");
+        let (ok, out, err) = cluster.cli(&["exec", &first, "--", "sh", "-c", &script]);
+        assert!(ok, "{script} in pod {first}: {out}{err}");
+        let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().trim();
+        assert!(names.contains(body), "{name}:8080 answered {out:?}");
+    }
+    let (ok, out, err) = cluster.cli(&[
+        "exec",
+        &first,
+        "--",
+        "nslookup",
+        "web.default.svc.cluster.local",
+    ]);
+    assert!(ok && out.contains(&cluster_ip), "nslookup: {out}{err}");
+
+    // A pod failing readiness leaves the endpoints and the rotation.
+    let unready = pods[1].metadata().name.clone();
+    let (ok, _, err) = cluster.cli(&["exec", &unready, "--", "touch", "/www/unready"]);
+    assert!(ok, "{err}");
+    let rest: BTreeSet<String> = names.iter().filter(|n| **n != unready).cloned().collect();
+    answered(rest.clone()).await;
+    for _ in 0..12 {
+        let body = http_get(&cluster_ip, 8080)
+            .await
+            .expect("the service answers");
+        assert_ne!(body, unready, "a not-ready pod still gets traffic");
+    }
+    let (ok, _, err) = cluster.cli(&["exec", &unready, "--", "rm", "/www/unready"]);
+    assert!(ok, "{err}");
+    answered(names.clone()).await;
+
+    // Node b lost for good: its pods come back on a, and the clusterIP
+    // reaches exactly the pods running now.
+    b.kill();
+    let moved = wait_ready_pods(&client, "web", 3, Some(&[NODES[0]])).await;
+    let moved: BTreeSet<String> = moved.iter().map(|p| p.metadata().name.clone()).collect();
+    answered(moved).await;
+
+    drop(a);
+    drop(b);
+    clean_docker(&NODES).await;
+}

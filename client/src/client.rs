@@ -141,7 +141,8 @@ impl std::fmt::Debug for Client {
 }
 
 struct Inner {
-    endpoints: Endpoints<Conn>,
+    /// Swapped whole by [`Client::set_endpoints`]; calls take a snapshot.
+    endpoints: std::sync::RwLock<Arc<Endpoints<Conn>>>,
     write_ids: WriteIds,
     options: ClientOptions,
 }
@@ -191,7 +192,7 @@ impl Client {
         }
         Ok(Client {
             inner: Arc::new(Inner {
-                endpoints: Endpoints::new(entries)?,
+                endpoints: std::sync::RwLock::new(Arc::new(Endpoints::new(entries)?)),
                 write_ids: WriteIds::new(),
                 options,
             }),
@@ -200,7 +201,52 @@ impl Client {
 
     /// The endpoints this client fails over between, as `host:port`.
     pub fn endpoints(&self) -> Vec<String> {
-        self.inner.endpoints.names().map(str::to_string).collect()
+        self.endpoint_list().names().map(str::to_string).collect()
+    }
+
+    /// Replaces the endpoints this client (and every clone of it) fails
+    /// over between, e.g. with the master list learnt from the cluster.
+    /// Connections to endpoints in both lists are kept, and the one that
+    /// answered last stays first. Calls already running finish on the list
+    /// they started with.
+    pub fn set_endpoints<I, S>(&self, endpoints: I) -> Result<(), Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let old = self.endpoint_list();
+        let current = old.name(old.current()).to_string();
+        let mut entries: Vec<(String, Conn)> = Vec::new();
+        for given in endpoints {
+            let (name, uri) = parse_endpoint(given.as_ref())?;
+            if entries.iter().any(|(n, _)| *n == name) {
+                continue;
+            }
+            let channel = match old.find(&name) {
+                Some(i) => old.value(i).clone(),
+                None => make_channel(&name, uri, &self.inner.options)?,
+            };
+            entries.push((name, channel));
+        }
+        let new = Endpoints::new(entries)?;
+        if let Some(i) = new.find(&current) {
+            new.succeeded(i);
+        }
+        *self
+            .inner
+            .endpoints
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
+        Ok(())
+    }
+
+    /// The endpoint list as it is now.
+    fn endpoint_list(&self) -> Arc<Endpoints<Conn>> {
+        self.inner
+            .endpoints
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The options the client was created with.
@@ -457,8 +503,9 @@ impl Client {
     /// does not answer gives [`Error::Unavailable`] naming it.
     pub async fn status_of(&self, endpoint: &str) -> Result<StatusResponse, Error> {
         let (name, uri) = parse_endpoint(endpoint)?;
-        let channel = match self.inner.endpoints.find(&name) {
-            Some(i) => self.inner.endpoints.value(i).clone(),
+        let list = self.endpoint_list();
+        let channel = match list.find(&name) {
+            Some(i) => list.value(i).clone(),
             None => make_channel(&name, uri, &self.inner.options)?,
         };
         let t = self.inner.options.request_timeout;
@@ -585,15 +632,17 @@ impl Client {
     /// Endpoint `i` broke a stream: make the next one current, as a failed
     /// unary call would.
     pub(crate) fn endpoint_failed(&self, i: usize) {
-        self.inner.endpoints.failed(i);
+        let list = self.endpoint_list();
+        list.failed(i % list.len());
     }
 
-    pub(crate) fn endpoint_name(&self, i: usize) -> &str {
-        self.inner.endpoints.name(i)
+    pub(crate) fn endpoint_name(&self, i: usize) -> String {
+        let list = self.endpoint_list();
+        list.name(i % list.len()).to_string()
     }
 
     pub(crate) fn endpoint_count(&self) -> usize {
-        self.inner.endpoints.len()
+        self.endpoint_list().len()
     }
 
     /// The loop described in the module docs. `attempt` gets the channel of
@@ -608,7 +657,7 @@ impl Client {
         F: FnMut(Conn, Duration) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
-        let endpoints = &self.inner.endpoints;
+        let endpoints = self.endpoint_list();
         let n = endpoints.len();
         let deadline = Instant::now() + policy.overall_timeout;
         let mut i = endpoints.current();
@@ -735,6 +784,25 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(c.endpoints(), ["127.0.0.1:1", "127.0.0.1:2"]);
+    }
+
+    #[tokio::test]
+    async fn set_endpoints_replaces_the_list_for_every_clone_keeping_the_current_first() {
+        let c = Client::connect(["127.0.0.1:1", "127.0.0.1:2"])
+            .await
+            .unwrap();
+        let clone = c.clone();
+        c.endpoint_list().succeeded(1);
+        c.set_endpoints(["127.0.0.1:3", "127.0.0.1:2", "127.0.0.1:3"])
+            .unwrap();
+        assert_eq!(clone.endpoints(), ["127.0.0.1:3", "127.0.0.1:2"]);
+        // The endpoint that answered last is still asked first.
+        let list = clone.endpoint_list();
+        assert_eq!(list.name(list.current()), "127.0.0.1:2");
+        // A bad list changes nothing.
+        assert!(c.set_endpoints(Vec::<String>::new()).is_err());
+        assert!(c.set_endpoints(["not an endpoint"]).is_err());
+        assert_eq!(c.endpoints(), ["127.0.0.1:3", "127.0.0.1:2"]);
     }
 
     #[tokio::test]

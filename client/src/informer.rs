@@ -44,6 +44,18 @@ impl<K> Clone for Cache<K> {
 }
 
 impl<K: Object> Cache<K> {
+    /// A synced cache holding `objects` and fed by no informer: for tests
+    /// of code that reads caches, and for callers with a fixed set.
+    pub fn from_objects(objects: impl IntoIterator<Item = K>) -> Self {
+        let (_, synced) = watch::channel(true);
+        Cache {
+            objects: Arc::new(RwLock::new(
+                objects.into_iter().map(|o| (key_of(&o), o)).collect(),
+            )),
+            synced,
+        }
+    }
+
     /// The cached object `namespace/name`.
     pub fn get(&self, namespace: &str, name: &str) -> Option<K> {
         let key = (namespace.to_string(), name.to_string());

@@ -15,10 +15,12 @@ use rafter_client::{Client, ClientOptions};
 use rafter_proto::api;
 use tokio_util::sync::CancellationToken;
 
+use crate::dns;
 use crate::join;
 use crate::lease::LeaseRenewer;
 use crate::node::{self, NodeFacts};
 use crate::pods::{PodManager, PodManagerOptions};
+use crate::proxy;
 use crate::runtime::ContainerRuntime;
 
 /// How the agent runs (`rafter agent` flags).
@@ -43,6 +45,11 @@ pub struct AgentOptions {
     /// Where the agent serves logs and exec for the masters (0: any free
     /// port, reported in the Node's status).
     pub agent_listen: std::net::SocketAddr,
+    /// Proxy Service traffic (`clusterIP:port` to ready endpoints) and
+    /// answer service DNS for this node's pods (`proxy.rs`, `dns.rs`).
+    pub services: bool,
+    /// The cluster's DNS domain (`cluster.local`).
+    pub cluster_domain: String,
 }
 
 /// Agent failures.
@@ -209,7 +216,8 @@ pub async fn run(
 
     // Heartbeat: the lease every interval, the Node status when it is not
     // what this agent says (e.g. the node controller marked it Unknown),
-    // the master list now and then.
+    // the master list at start and every 30 beats (the client fails over
+    // between the masters there are now).
     let heartbeat = {
         let client = client.clone();
         let nodes = nodes.clone();
@@ -238,9 +246,15 @@ pub async fn run(
                         Err(e) => tracing::warn!(error = %e, "node status not posted"),
                     }
                 }
-                if beats.is_multiple_of(30) {
+                if beats % 30 == 1 {
                     match client.masters().await {
                         Ok(m) if !m.is_empty() => {
+                            // Fail over between the masters there are now,
+                            // and start from them after a restart.
+                            if let Err(e) = client.set_endpoints(&m) {
+                                tracing::warn!(error = %e, masters = ?m, "master list not usable");
+                                continue;
+                            }
                             if let Err(e) = join::save_masters(&options.data_dir, &m) {
                                 tracing::warn!(error = %e, "master list not saved");
                             }
@@ -251,6 +265,46 @@ pub async fn run(
                 }
             }
         })
+    };
+
+    // Services: the proxy on every clusterIP, DNS on the pod network's
+    // gateway for the pods.
+    let mut dns_servers = Vec::new();
+    let services = if options.services {
+        let (services, service_events) = informer::start::<api::Service>(client.clone(), "", "");
+        let (endpoints, endpoint_events) =
+            informer::start::<api::Endpoints>(client.clone(), "", "");
+        let dns_addr = std::net::SocketAddr::from((gateway, 53));
+        match dns::bind(dns_addr).await {
+            Ok(socket) => {
+                tracing::info!(%dns_addr, "service DNS for pods");
+                dns_servers.push(gateway.to_string());
+                tokio::spawn(dns::serve(
+                    socket,
+                    options.cluster_domain.clone(),
+                    services.clone(),
+                    endpoints.clone(),
+                    shutdown.clone(),
+                ));
+            }
+            Err(e) => tracing::warn!(
+                %dns_addr,
+                error = %e,
+                "cannot serve service DNS (needs root for port 53); pods use Docker's resolver only"
+            ),
+        }
+        Some(tokio::spawn(proxy::run(
+            proxy::Watched {
+                services,
+                service_events,
+                endpoints,
+                endpoint_events,
+            },
+            options.name.clone(),
+            shutdown.clone(),
+        )))
+    } else {
+        None
     };
 
     // Pods bound to this node.
@@ -269,8 +323,8 @@ pub async fn run(
             host_ip: ip.to_string(),
             network,
             pods_dir: options.data_dir.join("pods"),
-            dns_servers: Vec::new(),
-            dns_search: Vec::new(),
+            dns_servers,
+            cluster_domain: options.cluster_domain.clone(),
         },
     ));
     pods.wait_synced().await;
@@ -293,5 +347,9 @@ pub async fn run(
         }
     }
     heartbeat.abort();
+    if let Some(proxy) = services {
+        // It removes its interface when told to stop.
+        let _ = tokio::time::timeout(Duration::from_secs(5), proxy).await;
+    }
     Ok(())
 }

@@ -11,18 +11,22 @@
 //! - `status`: container and pod status from what runs (pure rules).
 //! - `probe`: liveness and readiness probes.
 //! - `volumes`: env and volumes from ConfigMaps and Secrets.
+//! - `proxy`: the service proxy — `clusterIP:port` to ready endpoints.
+//! - `dns`: service DNS for the node's pods.
 //! - `server`: the agent's gRPC port (logs, exec) for the masters.
 //! - `runtime`: the [`ContainerRuntime`](runtime::ContainerRuntime) trait the
 //!   agent drives, and the labels it puts on containers.
 //! - `docker`: the Docker implementation, through bollard.
 
 pub mod agent;
+pub mod dns;
 pub mod docker;
 pub mod join;
 pub mod lease;
 pub mod node;
 pub mod pods;
 pub mod probe;
+pub mod proxy;
 pub mod runtime;
 pub mod server;
 pub mod status;

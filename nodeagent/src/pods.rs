@@ -57,9 +57,12 @@ pub struct PodManagerOptions {
     pub network: String,
     /// `<data-dir>/pods`: per-pod volume directories.
     pub pods_dir: PathBuf,
-    /// Resolver and search path for pods (the agent's DNS responder), if any.
+    /// The resolver of pods (the agent's DNS responder), if any.
     pub dns_servers: Vec<String>,
-    pub dns_search: Vec<String>,
+    /// The cluster's DNS domain (`cluster.local`): pods search
+    /// `<namespace>.svc.<domain>`, `svc.<domain>` and `<domain>`, so a
+    /// Service is found by its bare name in its own namespace.
+    pub cluster_domain: String,
 }
 
 /// The pod manager of one node.
@@ -148,6 +151,19 @@ impl PodManager {
             probers: Probers::default(),
             stopping: Arc::default(),
         }
+    }
+
+    /// The DNS search path of a pod in `namespace` (none without a resolver).
+    fn dns_search(&self, namespace: &str) -> Vec<String> {
+        if self.options.dns_servers.is_empty() || self.options.cluster_domain.is_empty() {
+            return Vec::new();
+        }
+        let domain = &self.options.cluster_domain;
+        vec![
+            format!("{namespace}.svc.{domain}"),
+            format!("svc.{domain}"),
+            domain.clone(),
+        ]
     }
 
     fn labels(
@@ -317,7 +333,7 @@ impl PodManager {
                     },
                     hostname: hostname.chars().take(63).collect(),
                     dns_servers: self.options.dns_servers.clone(),
-                    dns_search: self.options.dns_search.clone(),
+                    dns_search: self.dns_search(&m.namespace),
                     cpu_millis: 0,
                     memory_bytes: 0,
                 };

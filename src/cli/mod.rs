@@ -40,6 +40,7 @@ pub mod bench;
 pub mod cluster;
 pub mod config;
 pub mod duration;
+pub mod expose;
 pub mod image;
 pub mod kv;
 pub mod local;
