@@ -29,8 +29,8 @@ async fn docker() -> Docker {
         .expect("these tests need the Docker engine (is dockerd running? /var/run/docker.sock)")
 }
 
-/// Removes the containers and pod networks of `nodes` (left by an earlier
-/// run, or by this one).
+/// Removes the containers, pod networks and proxy interfaces of `nodes`
+/// (left by an earlier run, or by this one).
 async fn clean_docker(nodes: &[&str]) {
     let d = docker().await;
     for node in nodes {
@@ -39,6 +39,16 @@ async fn clean_docker(nodes: &[&str]) {
         }
         let _ = Command::new("docker")
             .args(["network", "rm", &format!("rafter-{node}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        // The service proxy's interface (a killed agent leaves it).
+        let _ = Command::new("ip")
+            .args([
+                "link",
+                "del",
+                &rafter_nodeagent::proxy::interface_name(node),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
