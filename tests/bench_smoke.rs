@@ -1,10 +1,15 @@
-//! A few-second run of `rafter bench kv` against a real etcd: the report
-//! must hold every figure for both systems. No assertion on speed — the
-//! benchmark itself is for that (docs/BENCHMARKS.md).
+//! Short runs of the benchmarks, so they keep working: `rafter bench kv`
+//! against a real etcd for a few seconds (the report must hold every
+//! figure for both systems), and `rafter bench pods` with a few pods on
+//! real node agents and Docker (every pod must run, every figure must be
+//! printed, nothing may be left in Docker). No assertion on speed — the
+//! benchmarks themselves are for that (docs/BENCHMARKS.md).
 
 use std::process::Command;
 
 use rafter_bench::Report;
+use rafter_nodeagent::docker::Docker;
+use rafter_nodeagent::runtime::{self as rt, ContainerRuntime};
 
 #[test]
 fn bench_kv_reports_every_figure_for_both_systems() {
@@ -82,6 +87,111 @@ fn bench_kv_reports_every_figure_for_both_systems() {
     let svg = std::fs::read_to_string(out.path().join("bench-kv.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("put 256c throughput"));
     // Nothing left behind: the run directory is gone.
+    let left: Vec<_> = std::fs::read_dir(out.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("rafter-bench-"))
+        .collect();
+    assert!(left.is_empty(), "run directory left behind: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_pods_runs_every_pod_and_prints_the_figures() {
+    // Names and pod range of this test only, so it can run beside the
+    // agent tests and a real benchmark run on the same Docker engine.
+    const PREFIX: &str = "smoke-pods";
+    const PODS: usize = 6;
+    let docker = Docker::connect()
+        .await
+        .expect("this test needs the Docker engine (is dockerd running?)");
+    let out = tempfile::tempdir().unwrap();
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_rafter"))
+        .args([
+            "bench",
+            "pods",
+            "--nodes",
+            "2",
+            "--pods",
+            &PODS.to_string(),
+            "--concurrency",
+            "3",
+            "--pod-cidr",
+            "10.211.0.0/16",
+            "--node-prefix",
+            PREFIX,
+            "--out",
+        ])
+        .arg(out.path())
+        .arg("--data-dir")
+        .arg(out.path())
+        .output()
+        .await
+        .expect("run rafter bench pods");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "rafter bench pods failed\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    for figure in [
+        "create acknowledged → all containers running",
+        "create acknowledged → Ready",
+        "P50",
+        "P90",
+        "P99",
+        "throughput:",
+        "target: create acknowledged → all containers running p99 < 1.00 s",
+        "sandbox: created → started",
+        "container start: created → started",
+    ] {
+        assert!(stdout.contains(figure), "no {figure:?} in\n{stdout}");
+    }
+
+    let json = std::fs::read_to_string(out.path().join("bench-pods.json")).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let pods = report["pods"].as_array().unwrap();
+    assert_eq!(pods.len(), PODS, "{json}");
+    for p in pods {
+        for step in [
+            "acked_ms",
+            "bound_ms",
+            "sandbox_created_ms",
+            "sandbox_started_ms",
+            "container_created_ms",
+            "container_started_ms",
+            "running_ms",
+            "ready_ms",
+        ] {
+            assert!(p[step].as_f64().is_some(), "pod without {step}: {p}");
+        }
+    }
+    let figures = report["figures"].as_array().unwrap();
+    let running = figures
+        .iter()
+        .find(|f| f["key"] == "create_ack_to_running")
+        .unwrap();
+    assert_eq!(running["count"].as_u64(), Some(PODS as u64), "{running}");
+    assert!(running["p99_ms"].as_f64().unwrap() > 0.0, "{running}");
+    assert_eq!(report["phases"].as_array().unwrap().len(), 8);
+
+    // Nothing left behind: no container or network of the bench's nodes,
+    // no run directory.
+    for node in [format!("{PREFIX}-1"), format!("{PREFIX}-2")] {
+        let left = docker
+            .list(&[(rt::LABEL_NODE, node.as_str())])
+            .await
+            .unwrap();
+        assert!(left.is_empty(), "containers of {node} left: {left:?}");
+        let network = rafter_nodeagent::agent::network_name(&node);
+        assert!(
+            docker
+                .client()
+                .inspect_network(&network, None)
+                .await
+                .is_err(),
+            "network {network} left behind"
+        );
+    }
     let left: Vec<_> = std::fs::read_dir(out.path())
         .unwrap()
         .filter_map(|e| e.ok())

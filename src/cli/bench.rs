@@ -4,7 +4,14 @@
 //!
 //! `rafter bench scheduler`: scheduling throughput and failover with
 //! simulated nodes (see `bench::scheduler`).
+//!
+//! `rafter bench pods`: pod create → all containers running on real node
+//! agents and Docker (see `bench::pods`; `pod_agents` runs the agents,
+//! `pod_report` holds the figures).
 
+mod pod_agents;
+mod pod_report;
+mod pods;
 mod scheduler;
 
 use std::path::PathBuf;
@@ -25,6 +32,10 @@ pub enum BenchCommand {
     /// per second, then the time from a leader kill to the first binding
     /// of the new leader's scheduler.
     Scheduler(scheduler::SchedulerArgs),
+    /// Pod start-up latency on real node agents and this machine's Docker:
+    /// create → all containers running (and → Ready) p50/p90/p99, with
+    /// the time split into scheduling, agent, sandbox and container phases.
+    Pods(pods::PodsArgs),
 }
 
 /// Options of `rafter bench kv`.
@@ -64,6 +75,7 @@ pub async fn run(c: BenchCommand) -> anyhow::Result<()> {
     let a = match c {
         BenchCommand::Kv(a) => a,
         BenchCommand::Scheduler(a) => return scheduler::run(a).await,
+        BenchCommand::Pods(a) => return pods::run(a).await,
     };
     let rafter_bin = match a.rafter_bin {
         Some(b) => b,
