@@ -579,11 +579,7 @@ impl Run<'_> {
                 let name = p.metadata().name.clone();
                 async move {
                     client
-                        .delete_object::<api::Pod>(
-                            NAMESPACE,
-                            &name,
-                            &DeleteOptions::default(),
-                        )
+                        .delete_object::<api::Pod>(NAMESPACE, &name, &DeleteOptions::default())
                         .await
                 }
             }))
