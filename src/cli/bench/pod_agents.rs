@@ -23,6 +23,8 @@ use rafter_nodeagent::runtime::{self as rt, ContainerRuntime};
 
 /// How long a SIGTERM'd agent gets before SIGKILL.
 const STOP_WAIT: Duration = Duration::from_secs(10);
+/// How long a pod network may keep endpoints of containers being removed.
+const NETWORK_WAIT: Duration = Duration::from_secs(5);
 
 /// The agents of one run.
 pub struct Agents {
@@ -167,25 +169,50 @@ pub async fn containers_of(docker: &Docker, nodes: &[String]) -> Vec<rt::Contain
 pub async fn remove_docker_state(docker: &Docker, nodes: &[String]) -> usize {
     let containers = containers_of(docker, nodes).await;
     let removed = containers.len();
-    let removals = containers.iter().map(|c| docker.remove(&c.id));
-    for (c, r) in containers
-        .iter()
-        .zip(futures::future::join_all(removals).await)
-    {
-        if let Err(e) = r {
-            tracing::warn!(container = %c.name, error = %e, "container not removed");
+    // App containers first, then the sandboxes whose network namespace
+    // they share, as the kubelet stops a pod.
+    let is_sandbox = |c: &rt::ContainerInfo| {
+        c.labels.get(rt::LABEL_CONTAINER).map(String::as_str) == Some(rt::SANDBOX)
+    };
+    let (sandboxes, apps): (Vec<_>, Vec<_>) = containers.into_iter().partition(is_sandbox);
+    for batch in [apps, sandboxes] {
+        let removals = batch.iter().map(|c| docker.remove(&c.id));
+        for (c, r) in batch.iter().zip(futures::future::join_all(removals).await) {
+            if let Err(e) = r {
+                tracing::warn!(container = %c.name, error = %e, "container not removed");
+            }
         }
     }
-    for node in nodes {
-        // Missing (404) is the usual case; anything else is worth a word.
-        if let Err(e) = docker.client().remove_network(&network_name(node)).await
-            && !e.to_string().contains("404")
-            && !e.to_string().to_lowercase().contains("not found")
-        {
-            tracing::warn!(network = %network_name(node), error = %e, "network not removed");
+    // A removal an agent started is still finishing when ours returns
+    // ("already in progress"), and the engine refuses to remove a network
+    // with endpoints: retry for a while.
+    let deadline = Instant::now() + NETWORK_WAIT;
+    let mut left: Vec<String> = nodes.iter().map(|n| network_name(n)).collect();
+    loop {
+        let mut refused = Vec::new();
+        for network in left {
+            match docker.client().remove_network(&network).await {
+                Ok(()) => {}
+                Err(e) if e.to_string().contains("status code 404") => {}
+                Err(e) if Instant::now() < deadline => {
+                    tracing::debug!(%network, error = %e, "network not removed yet");
+                    refused.push(network);
+                }
+                Err(e) if e.to_string().contains("active endpoints") => tracing::warn!(
+                    %network,
+                    "network not removed: the engine still counts an endpoint of a removed \
+                     container (moby/moby#42119; a restart of dockerd clears it, and the next \
+                     run with these node names reuses the network)"
+                ),
+                Err(e) => tracing::warn!(%network, error = %e, "network not removed"),
+            }
         }
+        if refused.is_empty() {
+            return removed;
+        }
+        left = refused;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    removed
 }
 
 #[cfg(test)]
