@@ -1,7 +1,9 @@
 //! Simulated nodes, for tests and benchmarks only (like Kubernetes'
 //! kubemark hollow nodes): they register Nodes with a chosen capacity,
 //! heartbeat, and move the pods bound to them through Pending → Running →
-//! Ready as a real agent would — without running anything.
+//! Ready as a real agent would — without running anything. A pod deleted
+//! gracefully is deleted for good at once (grace 0), as an agent does when
+//! its containers have stopped.
 //!
 //! The heartbeat is the agent's contract with the node-lifecycle
 //! controller, the same as the real agent's: every `heartbeat` the node's
@@ -14,8 +16,8 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use rafter_client::Client;
 use rafter_client::informer::{self, Event};
+use rafter_client::{Client, DeleteOptions};
 use rafter_nodeagent::lease::LeaseRenewer;
 use rafter_proto::age::format_rfc3339_utc;
 use rafter_proto::api;
@@ -308,7 +310,14 @@ pub async fn run(
         let Some(&index) = index_of.get(&node_name) else {
             continue;
         };
-        if is_running_and_ready(&pod) || !pod.metadata().deletion_timestamp.is_empty() {
+        if !pod.metadata().deletion_timestamp.is_empty() {
+            // Nothing runs, so nothing to stop: finish the graceful
+            // deletion at once, as an agent does once its containers stop.
+            let client = client.clone();
+            tokio::spawn(async move { finish_deletion(&client, &pod).await });
+            continue;
+        }
+        if is_running_and_ready(&pod) {
             continue;
         }
         let node = nodes.get("", &node_name);
@@ -337,6 +346,23 @@ pub async fn run(
     }
     heartbeat.abort();
     Ok(())
+}
+
+/// Deletes a pod being deleted for good (grace 0, its uid as precondition).
+async fn finish_deletion(client: &Client, pod: &api::Pod) {
+    let m = pod.metadata();
+    if m.deletion_grace_period_seconds == Some(0) {
+        return; // already forced: it waits for its finalizers
+    }
+    let options = DeleteOptions::with_uid(&m.uid).force();
+    match client
+        .delete_object::<api::Pod>(&m.namespace, &m.name, &options)
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if e.is_reason("NotFound") || e.is_reason("Conflict") => {}
+        Err(e) => tracing::warn!(pod = %m.name, error = %e, "terminating pod not deleted"),
+    }
 }
 
 async fn register(client: &Client, node: api::Node) -> anyhow::Result<()> {

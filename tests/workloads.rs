@@ -543,3 +543,89 @@ async fn a_new_leader_finishes_a_rollout_without_extra_pods() {
     assert_eq!(pods(client, "app=web").await.len(), 10);
     assert!(watch.bound_twice().is_empty(), "{:?}", watch.bound_twice());
 }
+
+/// Graceful deletion seen by the ReplicaSet controller: a pod being
+/// deleted no longer counts, so its replacement is made at once while the
+/// old pod is still Terminating (its node has no agent to finish it). When
+/// the node is declared dead, its pods are force-deleted, the terminating
+/// one included: nobody else would ever remove it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_terminating_pod_is_replaced_at_once_and_a_dead_node_does_not_keep_it() {
+    let cluster = Cluster::start(
+        1,
+        &["--node-grace-period", "4s", "--pod-eviction-timeout", "4s"],
+    );
+    cluster.objects_ready().await;
+    let client = cluster.client().await;
+    let client = &client;
+    // A node without an agent: it never heartbeats.
+    let mut quiet = api::Node::default();
+    quiet.metadata_mut().name = "quiet".into();
+    client.create(&quiet).await.expect("create node");
+    let rs: api::ReplicaSet = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "keep", "namespace": "default"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "keep"}},
+            "template": {
+                "metadata": {"labels": {"app": "keep"}},
+                "spec": {
+                    "nodeName": "quiet",
+                    "containers": [{"name": "c", "image": "demo/keep:v1"}],
+                },
+            },
+        },
+    }))
+    .expect("replicaset manifest");
+    client.create(&rs).await.expect("create replicaset");
+    let first = wait_for(&cluster, "2 pods", Duration::from_secs(10), || async move {
+        let ps = pods(client, "app=keep").await;
+        (ps.len() == 2).then_some(ps)
+    })
+    .await;
+    let victim = first[0].metadata().clone();
+    let marked: api::Pod = client
+        .delete_object("default", &victim.name, &Default::default())
+        .await
+        .expect("delete pod");
+    assert!(!marked.metadata().deletion_timestamp.is_empty());
+    assert_eq!(marked.metadata().deletion_grace_period_seconds, Some(30));
+
+    // Replaced at once: 2 live pods beside the terminating one.
+    let uid = victim.uid.clone();
+    wait_for(
+        &cluster,
+        "a replacement beside the terminating pod",
+        Duration::from_secs(10),
+        || {
+            let uid = uid.clone();
+            async move {
+                let ps = pods(client, "app=keep").await;
+                let live = ps
+                    .iter()
+                    .filter(|p| p.metadata().deletion_timestamp.is_empty())
+                    .count();
+                let terminating = ps.iter().any(|p| p.metadata().uid == uid);
+                (live == 2 && terminating && ps.len() == 3).then_some(())
+            }
+        },
+    )
+    .await;
+    let (ok, out, _) = cluster.cli(&["get", "pods", &victim.name]);
+    assert!(ok && out.contains("Terminating"), "{out}");
+
+    // The dead node's pods are force-deleted, the terminating one too.
+    wait_for(
+        &cluster,
+        "the terminating pod of the dead node removed",
+        Duration::from_secs(30),
+        || {
+            let uid = uid.clone();
+            async move {
+                let ps = pods(client, "app=keep").await;
+                (!ps.iter().any(|p| p.metadata().uid == uid)).then_some(())
+            }
+        },
+    )
+    .await;
+}

@@ -391,7 +391,7 @@ impl Objects for ApiServer {
             return self.finish(Err(e));
         }
         let r = with_kind!(req.kind.as_str(), K => s
-            .delete::<K>(&req.namespace, &req.name, req.preconditions, &req.propagation_policy, req.write_id)
+            .delete::<K>(&req.namespace, &req.name, req.preconditions, &req.propagation_policy, req.grace_period_seconds, req.write_id)
             .await
             .map(reply), _ => Err(unknown_kind(&req.kind)));
         self.finish(r)

@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 
 use ipnet::IpNet;
 
-use rafter_proto::age::format_rfc3339_utc;
+use rafter_proto::age::{format_rfc3339_utc, parse_rfc3339_utc};
 use rafter_proto::api::{self, WriteId};
 use rafter_proto::json;
 use rafter_proto::kv::{self, compare, request_op};
@@ -430,6 +430,7 @@ impl Store {
             m.uid = new_uid();
             m.creation_timestamp = now();
             m.deletion_timestamp.clear();
+            m.deletion_grace_period_seconds = None;
             m.resource_version.clear();
             m.generation = if K::INFO.has_spec { 1 } else { 0 };
         }
@@ -548,6 +549,7 @@ impl Store {
             if !cm.deletion_timestamp.is_empty() {
                 m.deletion_timestamp = cm.deletion_timestamp.clone();
             }
+            m.deletion_grace_period_seconds = cm.deletion_grace_period_seconds;
             m.generation = cm.generation;
         }
         let name = cm.name.clone();
@@ -566,7 +568,12 @@ impl Store {
             return Ok((Written::Applied(rev), Some(next)));
         }
         let nm = next.metadata();
-        if !nm.deletion_timestamp.is_empty() && nm.finalizers.is_empty() {
+        // The last finalizer gone: removed, unless a graceful deletion is
+        // still under way (its node agent removes the pod when done).
+        if !nm.deletion_timestamp.is_empty()
+            && nm.finalizers.is_empty()
+            && nm.deletion_grace_period_seconds.unwrap_or(0) == 0
+        {
             let w = self
                 .txn_all(write_id, vec![cmp_mod(&key, rev)], delete_ops(current))
                 .await?;
@@ -735,13 +742,22 @@ impl Store {
     }
 
     /// Deletes, or marks for deletion when finalizers remain (Foreground and
-    /// Orphan add theirs, as Kubernetes does).
+    /// Orphan add theirs, as Kubernetes does) or when the object is a Pod
+    /// its node agent must stop first ([`grace_period`]).
+    ///
+    /// A graceful deletion sets deletionTimestamp to the time the pod
+    /// should be gone by and deletionGracePeriodSeconds to its grace period
+    /// (Kubernetes' fields and meanings). Deleting it again may only
+    /// shorten that period; shortened to 0 (`grace_period_seconds` 0, the
+    /// agent's own delete once the containers stopped, or a force delete)
+    /// the pod is removed, or left to its finalizers.
     pub async fn delete<K: Object>(
         &self,
         namespace: &str,
         name: &str,
         preconditions: Option<api::Preconditions>,
         propagation: &str,
+        grace_period_seconds: Option<i64>,
         write_id: Option<WriteId>,
     ) -> Result<K> {
         check_scope::<K>(namespace)?;
@@ -796,7 +812,19 @@ impl Store {
                 adds.push(NAMESPACE_FINALIZER);
             }
             adds.retain(|f| !cm.finalizers.iter().any(|x| x == f));
-            if cm.finalizers.is_empty() && adds.is_empty() {
+            // The grace period this delete leaves the object with: a
+            // graceful deletion under way can only be shortened; an object
+            // already marked for its finalizers has none.
+            let pending = cm
+                .deletion_grace_period_seconds
+                .filter(|g| *g > 0 && !cm.deletion_timestamp.is_empty());
+            let wanted = grace_period(&current, grace_period_seconds);
+            let grace = match pending {
+                Some(old) => wanted.min(old),
+                None if cm.deletion_timestamp.is_empty() => wanted,
+                None => 0,
+            };
+            if cm.finalizers.is_empty() && adds.is_empty() && grace == 0 {
                 match self
                     .txn_all(id, vec![cmp_mod(&key, rev)], delete_ops(&current))
                     .await?
@@ -809,13 +837,23 @@ impl Store {
                     Written::Lost => continue,
                 }
             }
-            if !cm.deletion_timestamp.is_empty() && adds.is_empty() {
+            if !cm.deletion_timestamp.is_empty() && adds.is_empty() && grace == pending.unwrap_or(0)
+            {
                 return Ok(current); // Already being deleted.
             }
             let mut next = current.clone();
             let m = next.metadata_mut();
+            let seconds = |g: i64| Duration::from_secs(g.max(0) as u64);
             if m.deletion_timestamp.is_empty() {
-                m.deletion_timestamp = now();
+                m.deletion_timestamp = format_rfc3339_utc(SystemTime::now() + seconds(grace));
+                m.deletion_grace_period_seconds = Some(grace);
+            } else if let Some(old) = pending.filter(|old| grace < *old) {
+                // Shortened: due `grace` seconds after the first delete.
+                let asked = parse_rfc3339_utc(&m.deletion_timestamp)
+                    .and_then(|due| due.checked_sub(seconds(old)))
+                    .unwrap_or_else(SystemTime::now);
+                m.deletion_timestamp = format_rfc3339_utc(asked + seconds(grace));
+                m.deletion_grace_period_seconds = Some(grace);
             }
             m.finalizers.extend(adds.iter().map(|f| f.to_string()));
             if let Some(ns) = (&mut next as &mut dyn std::any::Any).downcast_mut::<api::Namespace>()
@@ -866,9 +904,306 @@ fn merge_for_update<K: Object>(current: &K, new: &K, status_only: bool) -> K {
     next
 }
 
+/// The grace period of a Pod that gives none (Kubernetes' default).
+pub const DEFAULT_GRACE_PERIOD_SECONDS: i64 = 30;
+
+/// The grace period (seconds) a delete gives `obj`, as Kubernetes' pod
+/// strategy decides it: a Pod bound to a node and not finished gets the
+/// requested period (negative counts as 1), else its
+/// terminationGracePeriodSeconds, else 30 — its node agent stops it and
+/// then removes it. Anything else gets 0: removed at once, or left to its
+/// finalizers (an unbound or finished pod has nothing to stop).
+pub fn grace_period<K: Object>(obj: &K, requested: Option<i64>) -> i64 {
+    let Some(pod) = (obj as &dyn std::any::Any).downcast_ref::<api::Pod>() else {
+        return 0;
+    };
+    let spec = pod.spec.as_ref();
+    let bound = spec.is_some_and(|s| !s.node_name.is_empty());
+    let phase = pod.status.as_ref().map(|s| s.phase.as_str()).unwrap_or("");
+    if !bound || matches!(phase, "Succeeded" | "Failed") {
+        return 0;
+    }
+    requested
+        .map(|g| if g < 0 { 1 } else { g })
+        .or_else(|| spec.and_then(|s| s.termination_grace_period_seconds))
+        .unwrap_or(DEFAULT_GRACE_PERIOD_SECONDS)
+        .max(0)
+}
+
 /// The finalizer a namespace gets when it is deleted; the namespace
 /// controller removes it once everything in the namespace is gone.
 pub const NAMESPACE_FINALIZER: &str = "kubernetes";
 
 /// Bookmark period default.
 pub const DEFAULT_BOOKMARK_INTERVAL: Duration = Duration::from_secs(5);
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use rafter_raft_store::data_dir::DataDir;
+    use rafter_raft_store::node::{Bootstrap, NodeOptions};
+    use rafter_raft_store::types::Member;
+
+    use super::*;
+
+    /// A one-master store in a directory of its own, with the `default`
+    /// namespace; the directory goes when it is dropped.
+    struct TestStore {
+        store: Store,
+        dir: PathBuf,
+    }
+
+    impl Drop for TestStore {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    async fn test_store() -> TestStore {
+        let dir = std::env::temp_dir().join(format!(
+            "rafter-apiserver-store-{}-{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir_all(&dir).expect("test directory");
+        let data_dir = DataDir::open(&dir).expect("data directory");
+        let me = Member {
+            name: "solo".into(),
+            addr: "127.0.0.1:1".into(),
+        };
+        let node = Node::start(
+            &data_dir,
+            "solo",
+            &me.addr,
+            1,
+            Bootstrap::Initial(vec![me.clone()]),
+            NodeOptions::default(),
+        )
+        .await
+        .expect("start the master");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !node.is_leader() {
+            assert!(tokio::time::Instant::now() < deadline, "no leader");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let store = Store {
+            node,
+            fence_term: 0,
+            service_cidr: cluster_ip::DEFAULT_SERVICE_CIDR.parse().expect("CIDR"),
+        };
+        let mut ns = api::Namespace::default();
+        ns.metadata_mut().name = "default".into();
+        store.create(ns, None).await.expect("namespace default");
+        TestStore { store, dir }
+    }
+
+    fn pod(name: &str, node: &str, grace: Option<i64>) -> api::Pod {
+        let mut p = api::Pod {
+            spec: Some(api::PodSpec {
+                containers: vec![api::Container {
+                    name: "app".into(),
+                    image: "rafter/demo:latest".into(),
+                    ..Default::default()
+                }],
+                node_name: node.into(),
+                termination_grace_period_seconds: grace,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let m = p.metadata_mut();
+        m.name = name.into();
+        m.namespace = "default".into();
+        p
+    }
+
+    impl TestStore {
+        async fn delete(&self, name: &str, grace: Option<i64>) -> Result<api::Pod> {
+            self.store
+                .delete("default", name, None, "", grace, None)
+                .await
+        }
+
+        async fn get(&self, name: &str) -> Option<api::Pod> {
+            match self.store.get::<api::Pod>("default", name, false).await {
+                Ok(p) => Some(p),
+                Err(e) if e.reason == Reason::NotFound => None,
+                Err(e) => panic!("get pod {name}: {e:?}"),
+            }
+        }
+    }
+
+    /// Seconds from now until the pod's deletionTimestamp.
+    fn due_in(p: &api::Pod) -> i64 {
+        let due = parse_rfc3339_utc(&p.metadata().deletion_timestamp).expect("deletionTimestamp");
+        match due.duration_since(SystemTime::now()) {
+            Ok(d) => d.as_secs_f64().round() as i64,
+            Err(e) => -(e.duration().as_secs_f64().round() as i64),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_bound_pod_is_marked_with_its_grace_period_and_others_go_at_once() {
+        let t = test_store().await;
+        let s = &t.store;
+        s.create(pod("bound", "n1", Some(20)), None).await.unwrap();
+        let marked = t.delete("bound", None).await.unwrap();
+        let m = marked.metadata();
+        assert_eq!(m.deletion_grace_period_seconds, Some(20));
+        assert!(
+            (19..=21).contains(&due_in(&marked)),
+            "{}",
+            m.deletion_timestamp
+        );
+        let stored = t
+            .get("bound")
+            .await
+            .expect("still there while it terminates");
+        assert_eq!(stored.metadata().resource_version, m.resource_version);
+
+        // The request's grace period wins over the pod's; without either
+        // it is 30 s.
+        s.create(pod("asked", "n1", Some(20)), None).await.unwrap();
+        let marked = t.delete("asked", Some(5)).await.unwrap();
+        assert_eq!(marked.metadata().deletion_grace_period_seconds, Some(5));
+        s.create(pod("plain", "n1", None), None).await.unwrap();
+        let marked = t.delete("plain", None).await.unwrap();
+        assert_eq!(marked.metadata().deletion_grace_period_seconds, Some(30));
+
+        // Nothing to stop: unbound, or finished.
+        s.create(pod("unbound", "", Some(20)), None).await.unwrap();
+        t.delete("unbound", None).await.unwrap();
+        assert!(
+            t.get("unbound").await.is_none(),
+            "an unbound pod goes at once"
+        );
+        let mut done = s.create(pod("done", "n1", Some(20)), None).await.unwrap();
+        done.status.get_or_insert_default().phase = "Succeeded".into();
+        s.update(done, true, None).await.unwrap();
+        t.delete("done", None).await.unwrap();
+        assert!(t.get("done").await.is_none(), "a finished pod goes at once");
+
+        // Other kinds ignore grace periods.
+        let mut cm = api::ConfigMap::default();
+        cm.metadata_mut().name = "cm".into();
+        cm.metadata_mut().namespace = "default".into();
+        s.create(cm, None).await.unwrap();
+        let gone: api::ConfigMap = s
+            .delete("default", "cm", None, "", Some(30), None)
+            .await
+            .unwrap();
+        assert!(gone.metadata().deletion_timestamp.is_empty());
+        assert!(
+            s.get::<api::ConfigMap>("default", "cm", false)
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_terminating_pod_keeps_its_status_writes_and_only_shortens_until_forced() {
+        let t = test_store().await;
+        let s = &t.store;
+        let created = s.create(pod("web", "n1", Some(30)), None).await.unwrap();
+        let first = t.delete("web", None).await.unwrap();
+        assert_eq!(first.metadata().deletion_grace_period_seconds, Some(30));
+
+        // Longer or equal: nothing changes, nothing is written.
+        for longer in [None, Some(30), Some(60)] {
+            let again = t.delete("web", longer).await.unwrap();
+            assert_eq!(
+                again, first,
+                "a delete with grace {longer:?} changed the pod"
+            );
+        }
+        // Shorter: the period and the due time move.
+        let shorter = t.delete("web", Some(10)).await.unwrap();
+        assert_eq!(shorter.metadata().deletion_grace_period_seconds, Some(10));
+        assert!(
+            (9..=11).contains(&due_in(&shorter)),
+            "{}",
+            shorter.metadata().deletion_timestamp
+        );
+
+        // The agent reports status while it stops the pod: the pod stays.
+        let mut running = shorter.clone();
+        running.status.get_or_insert_default().phase = "Running".into();
+        let running = s.update(running, true, None).await.unwrap();
+        assert_eq!(running.status.as_ref().unwrap().phase, "Running");
+        let kept = t
+            .get("web")
+            .await
+            .expect("a status write keeps a terminating pod");
+        assert_eq!(kept.metadata().deletion_grace_period_seconds, Some(10));
+
+        // The agent's delete: grace 0 with the uid precondition.
+        let wrong = s
+            .delete::<api::Pod>(
+                "default",
+                "web",
+                Some(api::Preconditions {
+                    uid: "someone-else".into(),
+                    ..Default::default()
+                }),
+                "",
+                Some(0),
+                None,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(wrong.reason, Reason::Conflict);
+        assert!(t.get("web").await.is_some());
+        let uid = Some(api::Preconditions {
+            uid: created.metadata().uid.clone(),
+            ..Default::default()
+        });
+        s.delete::<api::Pod>("default", "web", uid, "", Some(0), None)
+            .await
+            .unwrap();
+        assert!(t.get("web").await.is_none(), "grace 0 removes it");
+
+        // Force on a pod that was never deleted: gone at once.
+        s.create(pod("forced", "n1", Some(30)), None).await.unwrap();
+        t.delete("forced", Some(0)).await.unwrap();
+        assert!(t.get("forced").await.is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn finalizers_and_grace_periods_both_hold_a_pod() {
+        let t = test_store().await;
+        let s = &t.store;
+        let mut held = pod("held", "n1", Some(30));
+        held.metadata_mut().finalizers = vec!["example.com/hold".into()];
+        s.create(held, None).await.unwrap();
+        let marked = t.delete("held", None).await.unwrap();
+        assert_eq!(marked.metadata().deletion_grace_period_seconds, Some(30));
+
+        // The finalizer goes first: the pod waits for its agent.
+        let mut released = marked.clone();
+        released.metadata_mut().finalizers.clear();
+        s.update(released, false, None).await.unwrap();
+        let still = t
+            .get("held")
+            .await
+            .expect("graceful deletion still under way");
+        assert!(still.metadata().finalizers.is_empty());
+        t.delete("held", Some(0)).await.unwrap();
+        assert!(t.get("held").await.is_none());
+
+        // Forced first: the pod waits for its finalizer.
+        let mut held = pod("held2", "n1", Some(30));
+        held.metadata_mut().finalizers = vec!["example.com/hold".into()];
+        s.create(held, None).await.unwrap();
+        t.delete("held2", None).await.unwrap();
+        let forced = t.delete("held2", Some(0)).await.unwrap();
+        assert_eq!(forced.metadata().deletion_grace_period_seconds, Some(0));
+        let mut released = t.get("held2").await.expect("held by its finalizer");
+        released.metadata_mut().finalizers.clear();
+        s.update(released, false, None).await.unwrap();
+        assert!(
+            t.get("held2").await.is_none(),
+            "the last finalizer removes it"
+        );
+    }
+}

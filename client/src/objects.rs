@@ -33,6 +33,9 @@ pub struct DeleteOptions {
     pub preconditions: Option<api::Preconditions>,
     /// "Background" (default), "Foreground" or "Orphan".
     pub propagation_policy: String,
+    /// Seconds a Pod bound to a node gets to stop (None: its own
+    /// terminationGracePeriodSeconds); `Some(0)` removes it at once.
+    pub grace_period_seconds: Option<i64>,
 }
 
 impl DeleteOptions {
@@ -45,6 +48,16 @@ impl DeleteOptions {
                 ..Default::default()
             }),
             ..Default::default()
+        }
+    }
+
+    /// The same with grace period 0: a Pod is removed at once, without
+    /// waiting for its node agent to stop it (only its agent, or someone
+    /// who knows that no agent will, should do this).
+    pub fn force(self) -> Self {
+        DeleteOptions {
+            grace_period_seconds: Some(0),
+            ..self
         }
     }
 }
@@ -218,7 +231,9 @@ impl Client {
     }
 
     /// Deletes the object; with finalizers it is only marked (returned with
-    /// its deletionTimestamp) and goes when they are removed.
+    /// its deletionTimestamp) and goes when they are removed. A Pod bound
+    /// to a node is marked too, with its grace period, and goes when its
+    /// node agent has stopped it.
     pub async fn delete_object<K: Object>(
         &self,
         namespace: &str,
@@ -232,6 +247,7 @@ impl Client {
             preconditions: options.preconditions.clone(),
             propagation_policy: options.propagation_policy.clone(),
             write_id: Some(api_write_id(self)),
+            grace_period_seconds: options.grace_period_seconds,
         };
         let resp = self
             .objects_call(|mut c| {

@@ -18,6 +18,13 @@
 //! (spec.unschedulable) is being looked after by someone: it is marked
 //! NotReady and its pods not ready, but it gets no taint and nothing is
 //! evicted. A node whose agent posts Ready again loses the taint.
+//!
+//! Evicted pods are deleted with grace period 0 (force), those already
+//! terminating included: a graceful deletion waits for the node's agent to
+//! stop the pod, and that agent is silent. If it comes back, it stops and
+//! removes the containers of pods that are gone. For the same reason a
+//! terminating pod bound to a node that does not exist (deleted, or never
+//! registered) is force-deleted: nobody would ever finish it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -202,6 +209,13 @@ pub fn mark_pod_not_ready(pod: &api::Pod, now: &str) -> Option<api::Pod> {
     changed.then_some(next)
 }
 
+/// Deleted with grace 0 already (it only waits for finalizers), or marked
+/// for finalizers alone: deleting it again changes nothing.
+fn forced(pod: &api::Pod) -> bool {
+    let m = pod.metadata();
+    !m.deletion_timestamp.is_empty() && m.deletion_grace_period_seconds.unwrap_or(0) == 0
+}
+
 /// The node lifecycle controller.
 pub struct NodeLifecycle {
     client: Client,
@@ -245,6 +259,41 @@ impl NodeLifecycle {
             Err(e) => return Err(e),
         };
         Ok(self.observe(name, &heartbeat(&fresh, lease.as_ref())))
+    }
+
+    /// Force-deletes the terminating pods bound to `node`, which does not
+    /// exist (checked with the masters: the cache may lag): no agent will
+    /// finish them.
+    async fn finish_orphans(&self, node: &str) -> Result<(), Error> {
+        let orphans: Vec<api::Pod> = self
+            .pods_on(node)
+            .into_iter()
+            .filter(|p| !p.metadata().deletion_timestamp.is_empty() && !forced(p))
+            .collect();
+        if orphans.is_empty() {
+            return Ok(());
+        }
+        match self.client.get_object::<api::Node>("", node).await {
+            Ok(_) => return Ok(()), // it exists after all: its agent finishes them
+            Err(e) if e.is_reason("NotFound") => {}
+            Err(e) => return Err(e),
+        }
+        for pod in &orphans {
+            let m = pod.metadata();
+            let options = DeleteOptions::with_uid(&m.uid).force();
+            match self
+                .client
+                .delete_object::<api::Pod>(&m.namespace, &m.name, &options)
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(node, pod = %m.name, namespace = %m.namespace, "terminating pod of a missing node deleted");
+                }
+                Err(e) if e.is_reason("NotFound") || e.is_reason("Conflict") => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     fn observe(&self, name: &str, heartbeat: &str) -> Duration {
@@ -320,10 +369,9 @@ impl NodeLifecycle {
         if !evict || cordoned {
             return Ok(());
         }
-        let live: Vec<&api::Pod> = pods
-            .iter()
-            .filter(|p| p.metadata().deletion_timestamp.is_empty())
-            .collect();
+        // Everything not yet removed, except pods already forced that only
+        // wait for their finalizers.
+        let live: Vec<&api::Pod> = pods.iter().filter(|p| !forced(p)).collect();
         if live.is_empty() {
             return Ok(());
         }
@@ -337,7 +385,7 @@ impl NodeLifecycle {
             .await;
         for pod in live {
             let m = pod.metadata();
-            let options = DeleteOptions::with_uid(&m.uid);
+            let options = DeleteOptions::with_uid(&m.uid).force();
             match self
                 .client
                 .delete_object::<api::Pod>(&m.namespace, &m.name, &options)
@@ -375,6 +423,7 @@ impl Reconciler for NodeLifecycle {
                 .expect("heartbeats lock")
                 .forget(name);
             self.silent.lock().expect("silent lock").remove(name);
+            self.finish_orphans(name).await?;
             return Ok(Action::Done);
         };
         let silence = self.silence(&node).await?;
@@ -418,6 +467,7 @@ pub async fn run(client: Client, grace: Duration, eviction: Duration, shutdown: 
     });
     let q = queue.clone();
     let s = silent.clone();
+    let known = nodes.clone();
     forward(pod_events, shutdown.clone(), move |e: Event<api::Pod>| {
         let pod = object(&e);
         let node = pod
@@ -425,7 +475,13 @@ pub async fn run(client: Client, grace: Duration, eviction: Duration, shutdown: 
             .as_ref()
             .map(|s| s.node_name.as_str())
             .unwrap_or("");
-        if !node.is_empty() && s.lock().expect("silent lock").contains(node) {
+        if node.is_empty() {
+            return;
+        }
+        let orphan = matches!(e, Event::Applied(_))
+            && !pod.metadata().deletion_timestamp.is_empty()
+            && known.get("", node).is_none();
+        if orphan || s.lock().expect("silent lock").contains(node) {
             q.add((String::new(), node.to_string()));
         }
     });

@@ -16,8 +16,19 @@
 //! 3. the **status** computed from what runs (and the readiness probes) is
 //!    written when it differs from the stored one.
 //!
-//! Containers of pods that are gone are stopped (SIGTERM, then SIGKILL after
-//! the pod's grace period) and removed. Nothing is remembered outside the
+//! A pod being deleted (deletionTimestamp set: the API server's graceful
+//! deletion) is **terminated** instead: its containers get SIGTERM, then
+//! SIGKILL after the deletion's grace period (deletionGracePeriodSeconds;
+//! a shorter one given later cuts the wait), nothing is restarted, and its
+//! status is written as it goes. Once none of its containers runs, the last
+//! status (phase Succeeded or Failed, as Kubernetes' kubelet reports a pod
+//! it stopped), then its containers and volume directory are removed and
+//! the agent deletes the pod for good: grace period 0, with the pod's uid
+//! as precondition, so a namesake created meanwhile is left alone.
+//!
+//! Containers of pods that are gone anyway (force-deleted, or deleted
+//! while the agent was down) are stopped (SIGTERM, then SIGKILL after the
+//! pod's grace period) and removed. Nothing is remembered outside the
 //! runtime: the labels say which pod and container each one is and how
 //! often it was restarted, so a restarted agent adopts what runs.
 
@@ -27,10 +38,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
-use rafter_client::Client;
 use rafter_client::informer::Cache;
+use rafter_client::{Client, DeleteOptions};
 use rafter_proto::api;
 use rafter_proto::object::Object;
+use tokio::time::Instant;
 
 use crate::probe::{ProbeKind, Probers, Target};
 use crate::runtime::{
@@ -73,8 +85,9 @@ pub struct PodManager {
     options: PodManagerOptions,
     config: ConfigSource,
     probers: Probers,
-    /// Containers being stopped in the background.
-    stopping: Arc<Mutex<HashSet<String>>>,
+    /// Containers being stopped in the background, with when their stop
+    /// turns into SIGKILL.
+    stopping: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
 /// The containers of one pod, by container name (sandbox under
@@ -114,6 +127,15 @@ fn grace_of(pod: &api::Pod) -> Duration {
         .and_then(|s| s.termination_grace_period_seconds)
         .map(|s| Duration::from_secs(s.max(0) as u64))
         .unwrap_or(DEFAULT_GRACE)
+}
+
+/// The grace period of a pod being deleted: the deletion's, which may be
+/// shorter than the spec's.
+fn deletion_grace_of(pod: &api::Pod) -> Duration {
+    pod.metadata()
+        .deletion_grace_period_seconds
+        .map(|s| Duration::from_secs(s.max(0) as u64))
+        .unwrap_or_else(|| grace_of(pod))
 }
 
 /// CPU millicores and memory bytes of a container's limits (requests when
@@ -217,7 +239,6 @@ impl PodManager {
                 p.spec
                     .as_ref()
                     .is_some_and(|s| s.node_name == self.options.node)
-                    && p.metadata().deletion_timestamp.is_empty()
             })
             .collect();
         let wanted: HashSet<String> = pods.iter().map(|p| p.metadata().uid.clone()).collect();
@@ -246,7 +267,12 @@ impl PodManager {
             let this = self.clone();
             async move {
                 let name = format!("{}/{}", pod.metadata().namespace, pod.metadata().name);
-                if let Err(e) = this.sync_pod(pod, existing).await {
+                let synced = if pod.metadata().deletion_timestamp.is_empty() {
+                    this.sync_pod(pod, existing).await
+                } else {
+                    this.terminate_pod(pod, existing).await
+                };
+                if let Err(e) = synced {
                     tracing::warn!(pod = %name, error = %e, "pod sync failed; retrying next round");
                 }
             }
@@ -268,15 +294,17 @@ impl PodManager {
 
     /// SIGTERM, SIGKILL after `grace`, then remove when asked — in a task of
     /// its own, so a long grace period holds up no other pod. A container
-    /// already being stopped is left to that task.
+    /// already being stopped is left to that task, unless this stop would
+    /// kill it sooner (a deletion's grace period shortened): then a second
+    /// stop with the shorter grace runs beside the first.
     fn stop_in_background(&self, c: ContainerInfo, grace: Duration, remove: bool) {
-        if !self
-            .stopping
-            .lock()
-            .expect("stopping lock")
-            .insert(c.id.clone())
+        let kill_at = Instant::now() + grace;
         {
-            return;
+            let mut stopping = self.stopping.lock().expect("stopping lock");
+            if stopping.get(&c.id).is_some_and(|at| *at <= kill_at) {
+                return;
+            }
+            stopping.insert(c.id.clone(), kill_at);
         }
         let runtime = self.runtime.clone();
         let stopping = self.stopping.clone();
@@ -290,8 +318,99 @@ impl PodManager {
             if remove && let Err(e) = runtime.remove(&c.id).await {
                 tracing::warn!(container = %c.name, error = %e, "remove failed");
             }
-            stopping.lock().expect("stopping lock").remove(&c.id);
+            let mut stopping = stopping.lock().expect("stopping lock");
+            // A shorter stop started meanwhile owns the entry now.
+            if stopping.get(&c.id) == Some(&kill_at) {
+                stopping.remove(&c.id);
+            }
         });
+    }
+
+    /// A pod being deleted: stops its containers with the deletion's grace
+    /// period and reports its status until none runs; then writes the last
+    /// status, removes its containers and volumes, and deletes the pod for
+    /// good (grace 0, its uid as precondition). Nothing is restarted.
+    async fn terminate_pod(
+        &self,
+        pod: api::Pod,
+        mut existing: PodContainers,
+    ) -> Result<(), rt::RuntimeError> {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let m = pod.metadata().clone();
+        let grace = deletion_grace_of(&pod);
+        let sandboxes = existing.remove(rt::SANDBOX).unwrap_or_default();
+        // Every app container of the pod, in the spec or not any more.
+        let app: Vec<ContainerInfo> = existing.values().flatten().cloned().collect();
+        let views: Vec<ContainerView> = spec
+            .containers
+            .iter()
+            .map(|c| {
+                let list = existing.get(&c.name).map(Vec::as_slice).unwrap_or(&[]);
+                ContainerView {
+                    current: list.first().cloned(),
+                    previous: list.get(1).cloned(),
+                    waiting: None,
+                    ready: false,
+                    restart_count: list.first().map(restart_count).unwrap_or(0),
+                }
+            })
+            .collect();
+        let mut stopped = true;
+        for c in app.iter().filter(|c| running(c)) {
+            stopped = false;
+            self.stop_in_background(c.clone(), grace, false);
+        }
+        let pod_ip = sandboxes
+            .iter()
+            .find(|c| running(c))
+            .and_then(|c| c.ip)
+            .map(|ip| ip.to_string())
+            .or_else(|| pod.status.as_ref().map(|s| s.pod_ip.clone()))
+            .unwrap_or_default();
+        let now = SystemTime::now();
+        let mut next = status::pod_status(&pod, &views, &pod_ip, &self.options.host_ip, now);
+        if !stopped {
+            self.write_status(&pod, next).await;
+            return Ok(());
+        }
+        // Nothing runs any more. A pod with no container left (a round
+        // whose delete below failed) has nothing new to report.
+        if !app.is_empty() {
+            next.phase = status::stopped_phase(&next.container_statuses).into();
+            if !self.write_status(&pod, next).await {
+                return Ok(()); // the last status first: again next round
+            }
+        }
+        for c in app.iter().chain(sandboxes.iter()) {
+            self.runtime.remove(&c.id).await?;
+        }
+        match tokio::fs::remove_dir_all(self.options.pods_dir.join(&m.uid)).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(pod = %m.name, error = %e, "pod volumes not removed");
+            }
+        }
+        if m.deletion_grace_period_seconds == Some(0) {
+            // Already deleted with grace 0: it only waits for finalizers.
+            return Ok(());
+        }
+        let options = DeleteOptions::with_uid(&m.uid).force();
+        match self
+            .client
+            .delete_object::<api::Pod>(&m.namespace, &m.name, &options)
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(pod = %m.name, namespace = %m.namespace, "pod terminated and deleted");
+            }
+            // Gone already, or a namesake: nothing of ours is left.
+            Err(e) if e.is_reason("NotFound") || e.is_reason("Conflict") => {}
+            Err(e) => {
+                tracing::warn!(pod = %m.name, error = %e, "terminated pod not deleted; retrying next round");
+            }
+        }
+        Ok(())
     }
 
     /// Makes one pod's containers match its spec, then reports its status.
@@ -535,16 +654,25 @@ impl PodManager {
     /// Writes the pod's status when it changed.
     async fn report(&self, pod: &api::Pod, views: &[ContainerView], pod_ip: &str, now: SystemTime) {
         let next = status::pod_status(pod, views, pod_ip, &self.options.host_ip, now);
+        self.write_status(pod, next).await;
+    }
+
+    /// Writes `next` as the pod's status unless that is what it says.
+    /// Whether the stored status is `next` now.
+    async fn write_status(&self, pod: &api::Pod, next: api::PodStatus) -> bool {
         if pod.status.as_ref() == Some(&next) {
-            return;
+            return true;
         }
         let mut updated = pod.clone();
         updated.status = Some(next);
         match self.client.update_status(&updated).await {
-            Ok(_) => {}
-            Err(e) if e.is_reason("Conflict") || e.is_reason("NotFound") => {}
+            Ok(_) => true,
+            // The cache was behind (the next round has the newer pod), or
+            // the pod is gone.
+            Err(e) if e.is_reason("Conflict") || e.is_reason("NotFound") => false,
             Err(e) => {
                 tracing::warn!(pod = %pod.metadata().name, error = %e, "pod status not written");
+                false
             }
         }
     }

@@ -176,6 +176,24 @@ pub fn phase(policy: &str, statuses: &[api::ContainerStatus]) -> &'static str {
     }
 }
 
+/// The phase of a pod whose containers were all stopped because it is being
+/// deleted: Succeeded when every container exited 0, else Failed (a
+/// container killed or never started), as Kubernetes' kubelet reports a
+/// deleted pod whatever its restart policy.
+pub fn stopped_phase(statuses: &[api::ContainerStatus]) -> &'static str {
+    let exited_ok = |s: &api::ContainerStatus| {
+        s.state
+            .as_ref()
+            .and_then(|st| st.terminated.as_ref())
+            .is_some_and(|t| t.exit_code == 0)
+    };
+    if !statuses.is_empty() && statuses.iter().all(exited_ok) {
+        "Succeeded"
+    } else {
+        "Failed"
+    }
+}
+
 /// Sets condition `kind` to `value`, keeping its transition time when it
 /// does not change.
 pub fn set_condition(
@@ -355,6 +373,28 @@ mod tests {
         assert_eq!(phase("OnFailure", &[done(0)]), "Succeeded");
         assert_eq!(phase("Always", &[done(0)]), "Running");
         assert_eq!(phase("Always", &[running, creating]), "Pending");
+    }
+
+    #[test]
+    fn a_stopped_pod_succeeded_only_if_every_container_exited_zero() {
+        let spec = api::Container {
+            name: "c".into(),
+            ..Default::default()
+        };
+        let done = |code| {
+            container_status(
+                &spec,
+                &ContainerView {
+                    current: Some(info(exited(code))),
+                    ..Default::default()
+                },
+            )
+        };
+        let never_started = container_status(&spec, &ContainerView::default());
+        assert_eq!(stopped_phase(&[done(0), done(0)]), "Succeeded");
+        assert_eq!(stopped_phase(&[done(0), done(143)]), "Failed");
+        assert_eq!(stopped_phase(&[done(0), never_started]), "Failed");
+        assert_eq!(stopped_phase(&[]), "Failed");
     }
 
     #[test]

@@ -39,6 +39,7 @@ const QUANTITY_MAPS: &[&str] = &["requests", "limits", "capacity", "allocatable"
 
 /// 64-bit integer fields, printed as JSON numbers.
 const INT64_FIELDS: &[&str] = &[
+    "deletionGracePeriodSeconds",
     "generation",
     "observedGeneration",
     "terminationGracePeriodSeconds",
