@@ -910,3 +910,161 @@ async fn services_reach_ready_pods_by_cluster_ip_and_dns() {
     drop(b);
     clean_docker(&NODES).await;
 }
+
+/// Graceful deletion (issue 7): a deleted pod stays, Terminating, with its
+/// status reported, while its container handles SIGTERM; when the container
+/// has stopped, the pod's last status says so, the pod is gone and so are
+/// its containers. A second delete with a shorter grace period cuts a long
+/// one short, and `rafter delete` waits until the pod is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_pod_terminates_gracefully_and_goes_when_its_container_stops() {
+    use futures::StreamExt;
+    use rafter_client::WatchEvent;
+
+    const NODE: &str = "agt4-a";
+    clean_docker(&[NODE]).await;
+    let cluster = Cluster::start(1, &["--pod-cidr", "10.206.0.0/16"]);
+    let client = cluster.client().await;
+    build_demo_image(&cluster);
+    let token = create_token(&cluster, "1h");
+    let mut agent = Agent::new(&cluster, NODE);
+    agent.start(&cluster, Some(&token));
+    wait_nodes_ready(&client, &[NODE]).await;
+
+    let pod = |name: &str, script: &str, grace: i64| -> api::Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "default", "labels": {"app": name}},
+            "spec": {
+                "nodeName": NODE,
+                "terminationGracePeriodSeconds": grace,
+                "containers": [{
+                    "name": "main", "image": "rafter/demo:latest",
+                    "command": ["/bin/sh", "-c", script],
+                }],
+            },
+        }))
+        .expect("pod manifest")
+    };
+    // Takes 2 s to shut down on SIGTERM, then exits 0.
+    let trapper = "trap 'sleep 2; exit 0' TERM; while true; do sleep 0.2; done";
+    // A shell as PID 1 without a trap ignores SIGTERM: only SIGKILL stops it.
+    let stubborn = "while true; do sleep 0.2; done";
+    client
+        .create(&pod("trapper", trapper, 30))
+        .await
+        .expect("create trapper");
+    client
+        .create(&pod("stubborn", stubborn, 120))
+        .await
+        .expect("create stubborn");
+    let running = wait_ready_pods(&client, "trapper", 1, None).await;
+    wait_ready_pods(&client, "stubborn", 1, None).await;
+    let rv = running[0].metadata().resource_version.clone();
+    let mut events = client.watch_objects::<api::Pod>("default", "", "metadata.name=trapper", &rv);
+
+    // Deleted: still there, Terminating, its container still running.
+    let asked = std::time::Instant::now();
+    let (ok, out, err) = cluster.cli(&["delete", "pod", "trapper", "--wait=false"]);
+    assert!(ok, "delete: {err}");
+    assert_eq!(out.trim(), "pod \"trapper\" deleted");
+    let terminating: api::Pod = client
+        .get_object("default", "trapper")
+        .await
+        .expect("a deleted pod stays while it terminates");
+    assert_eq!(
+        terminating.metadata().deletion_grace_period_seconds,
+        Some(30)
+    );
+    let (ok, out, _) = cluster.cli(&["get", "pods", "trapper"]);
+    assert!(ok && out.contains("Terminating"), "{out}");
+    assert!(
+        containers_of(NODE)
+            .await
+            .values()
+            .any(|(p, c, up)| p == "trapper" && c == "main" && *up),
+        "the container runs its SIGTERM handler"
+    );
+
+    // Watched to the end: status reported while terminating, the last one
+    // with the container's exit, then DELETED once it stopped (after its
+    // 2 s handler, long before the 30 s grace period).
+    let mut last = None;
+    let gone = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(ev) = events.next().await {
+            match ev.expect("watch") {
+                WatchEvent::Modified(p) if !p.metadata().deletion_timestamp.is_empty() => {
+                    last = Some(p)
+                }
+                WatchEvent::Deleted(p) => return p,
+                _ => {}
+            }
+        }
+        panic!("the watch ended before the pod was deleted");
+    })
+    .await
+    .expect("the pod is deleted once its container stops");
+    let took = asked.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(20),
+        "gone after {took:?}: neither before its SIGTERM handler finished nor after the grace period"
+    );
+    let last = last.expect("status written while terminating");
+    let status = last.status.clone().unwrap_or_default();
+    assert_eq!(status.phase, "Succeeded", "{status:?}");
+    let exit = status.container_statuses[0]
+        .state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref())
+        .map(|t| t.exit_code);
+    assert_eq!(exit, Some(0), "{status:?}");
+    assert_eq!(gone.metadata().uid, running[0].metadata().uid);
+    assert!(
+        client
+            .get_object::<api::Pod>("default", "trapper")
+            .await
+            .is_err()
+    );
+    wait_for(
+        "the trapper's containers removed",
+        Duration::from_secs(10),
+        || async {
+            (!containers_of(NODE)
+                .await
+                .values()
+                .any(|(p, _, _)| p == "trapper"))
+            .then_some(())
+        },
+    )
+    .await;
+
+    // A 120 s grace period, shortened to 1 s by a second delete, which
+    // waits (kubectl's default) until the pod is gone.
+    let (ok, _, err) = cluster.cli(&["delete", "pod", "stubborn", "--wait=false"]);
+    assert!(ok, "{err}");
+    let asked = std::time::Instant::now();
+    let (ok, out, err) = cluster.cli(&["delete", "pod", "stubborn", "--grace-period", "1"]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        err.contains("waiting: pod \"stubborn\" is Terminating"),
+        "{err}"
+    );
+    let took = asked.elapsed();
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    assert!(
+        client
+            .get_object::<api::Pod>("default", "stubborn")
+            .await
+            .is_err(),
+        "`rafter delete` returned before the pod was gone"
+    );
+    assert!(
+        !containers_of(NODE)
+            .await
+            .values()
+            .any(|(p, _, _)| p == "stubborn"),
+        "the killed container is removed before the pod goes"
+    );
+
+    drop(agent);
+    clean_docker(&[NODE]).await;
+}

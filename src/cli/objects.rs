@@ -119,6 +119,32 @@ pub struct DeleteArgs {
     /// Background (default), Foreground or Orphan.
     #[arg(long, default_value = "Background")]
     pub cascade_policy: String,
+    /// Seconds a pod gets to stop before it is killed (-1: the pod's own
+    /// terminationGracePeriodSeconds). 0 counts as 1 unless --force is given.
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    pub grace_period: i64,
+    /// Remove pods at once (grace period 0 unless one is given), without
+    /// waiting for their node agents to confirm they stopped.
+    #[arg(long)]
+    pub force: bool,
+    /// Wait until the objects are gone (`--wait=false`: return at once).
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub wait: bool,
+    /// Give up waiting after this long (e.g. 60s, 2m; 0: no limit).
+    #[arg(long, default_value = "0s", value_parser = super::duration::parse_duration)]
+    pub timeout: std::time::Duration,
+}
+
+/// The grace period a delete asks for, as kubectl computes it from
+/// `--grace-period` and `--force`: None for the object's own.
+pub fn requested_grace(grace_period: i64, force: bool) -> Option<i64> {
+    match (grace_period, force) {
+        (g, true) if g < 0 => Some(0),
+        (g, _) if g < 0 => None,
+        // kubectl's guard against an accidental --grace-period=0.
+        (0, false) => Some(1),
+        (g, _) => Some(g),
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -657,10 +683,18 @@ pub async fn create(g: &GlobalArgs, c: CreateCommand) -> anyhow::Result<()> {
 
 pub async fn delete(g: &GlobalArgs, a: DeleteArgs) -> anyhow::Result<()> {
     let client = g.client().await?;
+    let grace = requested_grace(a.grace_period, a.force);
     let options = DeleteOptions {
         propagation_policy: a.cascade_policy.clone(),
+        grace_period_seconds: grace,
         ..Default::default()
     };
+    let forced = grace == Some(0);
+    if forced {
+        eprintln!(
+            "Warning: Immediate deletion does not wait for confirmation that the running resource has been terminated. The resource may continue to run on the cluster indefinitely."
+        );
+    }
     let ns = namespace(&a.ns)?;
     let mut targets: Vec<(&'static KindInfo, String, String)> = Vec::new();
     if !a.files.is_empty() {
@@ -690,18 +724,134 @@ pub async fn delete(g: &GlobalArgs, a: DeleteArgs) -> anyhow::Result<()> {
             targets.push((info, ns.clone(), n));
         }
     }
+    let mut deleted = Vec::new();
     for (info, obj_ns, name) in targets {
         let obj_ns = if info.namespaced {
             obj_ns
         } else {
             String::new()
         };
-        with_kind!(info.kind, K => {
-            client.delete_object::<K>(&obj_ns, &name, &options).await.map_err(server_error)?;
+        let uid = with_kind!(info.kind, K => {
+            client
+                .delete_object::<K>(&obj_ns, &name, &options)
+                .await
+                .map_err(server_error)?
+                .metadata()
+                .uid
+                .clone()
         }, _ => unreachable!());
-        outln!("{} \"{name}\" deleted", info.qualified_plural())?;
+        let word = if forced { "force deleted" } else { "deleted" };
+        // kubectl's words: `pod "web-1" deleted`, `deployment.apps "web" deleted`.
+        let what = match info.group() {
+            "" => info.singular.to_string(),
+            g => format!("{}.{g}", info.singular),
+        };
+        outln!("{what} \"{name}\" {word}")?;
+        deleted.push((info, obj_ns, name, uid));
+    }
+    if !a.wait {
+        return Ok(());
+    }
+    // As kubectl: every delete first, then wait for them all.
+    let deadline = (!a.timeout.is_zero()).then(|| tokio::time::Instant::now() + a.timeout);
+    for (info, obj_ns, name, uid) in deleted {
+        with_kind!(info.kind, K => {
+            wait_gone::<K>(&client, &obj_ns, &name, &uid, deadline, a.timeout).await?
+        }, _ => unreachable!());
     }
     Ok(())
+}
+
+/// Why `obj` is still there after its delete, for the waiting message.
+fn still_there<K: Object>(obj: &K) -> String {
+    let m = obj.metadata();
+    let info = K::INFO;
+    let what = format!("{} \"{}\"", info.singular, m.name);
+    match m.deletion_grace_period_seconds.filter(|g| *g > 0) {
+        Some(grace) => {
+            let node = (obj as &dyn std::any::Any)
+                .downcast_ref::<api::Pod>()
+                .and_then(|p| p.spec.as_ref())
+                .map(|s| s.node_name.clone())
+                .unwrap_or_default();
+            format!(
+                "{what} is Terminating: the agent of node {node:?} stops it within {grace}s, then it is gone"
+            )
+        }
+        None if !m.finalizers.is_empty() => format!(
+            "{what} waits for its finalizers ({}) to be removed",
+            m.finalizers.join(", ")
+        ),
+        None => format!("{what} is being deleted"),
+    }
+}
+
+/// Waits until the object `name` with `uid` is gone (a namesake with
+/// another uid does not count), watching from its current version.
+async fn wait_gone<K: Object>(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    uid: &str,
+    deadline: Option<tokio::time::Instant>,
+    timeout: std::time::Duration,
+) -> anyhow::Result<()> {
+    let mut told = false;
+    loop {
+        let current = match client.get_object::<K>(ns, name).await {
+            Ok(o) if o.metadata().uid == uid => o,
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_reason("NotFound") => return Ok(()),
+            Err(e) => return Err(server_error(e)),
+        };
+        if !told {
+            eprintln!(
+                "waiting: {} (--wait=false returns at once)",
+                still_there(&current)
+            );
+            told = true;
+        }
+        let field = format!("metadata.name={name}");
+        let rv = current.metadata().resource_version.clone();
+        let mut stream = client.watch_objects::<K>(ns, "", &field, &rv);
+        let gone = loop {
+            let next = match deadline {
+                Some(d) => match tokio::time::timeout_at(d, stream.next()).await {
+                    Ok(n) => n,
+                    Err(_) => {
+                        let hint = if K::INFO.kind == "Pod" {
+                            format!(
+                                "; `rafter delete pod {name} --grace-period=0 --force` removes it without waiting for its node"
+                            )
+                        } else {
+                            String::new()
+                        };
+                        bail!(
+                            "timed out after {} waiting for {} \"{name}\" to be deleted: {}{hint}",
+                            rafter_proto::age::human_duration(timeout),
+                            K::INFO.singular,
+                            still_there(&current),
+                        );
+                    }
+                },
+                None => stream.next().await,
+            };
+            match next {
+                Some(Ok(WatchEvent::Deleted(o))) if o.metadata().uid == uid => break true,
+                Some(Ok(WatchEvent::Added(o) | WatchEvent::Modified(o)))
+                    if o.metadata().uid != uid =>
+                {
+                    break true;
+                }
+                Some(Ok(_)) => {}
+                // Gone (compacted) or ended: look again and watch anew.
+                Some(Err(_)) | None => break false,
+            }
+        };
+        if gone {
+            return Ok(());
+        }
+    }
 }
 
 // ---- scale / label / annotate / edit ------------------------------------------------
@@ -899,4 +1049,23 @@ pub fn api_resources() -> anyhow::Result<()> {
     // kubectl leaves an empty SHORTNAMES cell blank.
     out!("{}", t.render().replace("<none>", "      "))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grace_periods_follow_kubectl() {
+        assert_eq!(requested_grace(-1, false), None, "the pod's own");
+        assert_eq!(
+            requested_grace(-1, true),
+            Some(0),
+            "--force alone is immediate"
+        );
+        assert_eq!(requested_grace(0, true), Some(0));
+        assert_eq!(requested_grace(0, false), Some(1), "0 needs --force");
+        assert_eq!(requested_grace(5, false), Some(5));
+        assert_eq!(requested_grace(5, true), Some(5));
+    }
 }
