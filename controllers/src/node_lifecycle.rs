@@ -279,21 +279,29 @@ impl NodeLifecycle {
             Err(e) => return Err(e),
         }
         for pod in &orphans {
-            let m = pod.metadata();
-            let options = DeleteOptions::with_uid(&m.uid).force();
-            match self
-                .client
-                .delete_object::<api::Pod>(&m.namespace, &m.name, &options)
-                .await
-            {
-                Ok(_) => {
-                    tracing::info!(node, pod = %m.name, namespace = %m.namespace, "terminating pod of a missing node deleted");
-                }
-                Err(e) if e.is_reason("NotFound") || e.is_reason("Conflict") => {}
-                Err(e) => return Err(e),
+            if self.force_delete(pod).await? {
+                let m = pod.metadata();
+                tracing::info!(node, pod = %m.name, namespace = %m.namespace, "terminating pod of a missing node deleted");
             }
         }
         Ok(())
+    }
+
+    /// Deletes `pod` at once (grace 0), if it is still the same pod.
+    /// Returns whether this call deleted it: false when it is gone already
+    /// or was replaced by a namesake (NotFound, Conflict).
+    async fn force_delete(&self, pod: &api::Pod) -> Result<bool, Error> {
+        let m = pod.metadata();
+        let options = DeleteOptions::with_uid(&m.uid).force();
+        match self
+            .client
+            .delete_object::<api::Pod>(&m.namespace, &m.name, &options)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_reason("NotFound") || e.is_reason("Conflict") => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     fn observe(&self, name: &str, heartbeat: &str) -> Duration {
@@ -384,26 +392,17 @@ impl NodeLifecycle {
             )
             .await;
         for pod in live {
-            let m = pod.metadata();
-            let options = DeleteOptions::with_uid(&m.uid).force();
-            match self
-                .client
-                .delete_object::<api::Pod>(&m.namespace, &m.name, &options)
-                .await
-            {
-                Ok(_) => {
-                    tracing::info!(node = %name, pod = %m.name, namespace = %m.namespace, "evicted");
-                    self.recorder
-                        .record(
-                            pod,
-                            EventType::Normal,
-                            "NodeControllerEviction",
-                            &format!("Marking for deletion Pod {} from Node {name}", m.name),
-                        )
-                        .await;
-                }
-                Err(e) if e.is_reason("NotFound") || e.is_reason("Conflict") => {}
-                Err(e) => return Err(e),
+            if self.force_delete(pod).await? {
+                let m = pod.metadata();
+                tracing::info!(node = %name, pod = %m.name, namespace = %m.namespace, "evicted");
+                self.recorder
+                    .record(
+                        pod,
+                        EventType::Normal,
+                        "NodeControllerEviction",
+                        &format!("Marking for deletion Pod {} from Node {name}", m.name),
+                    )
+                    .await;
             }
         }
         Ok(())
