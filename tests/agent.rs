@@ -561,7 +561,7 @@ async fn pods_restart_probe_and_read_config_and_nodes_stay_in_their_lane() {
             "flaky",
             json!({"containers": [{
                 "name": "web", "image": "rafter/demo:latest",
-                "command": sleeper("mkdir -p /www && hostname > /www/index.html && touch /www/ready && (sleep 6; rm /www/ready) & exec httpd -f -p 80 -h /www"),
+                "command": sleeper("mkdir -p /www && hostname > /www/index.html && touch /www/ready && (sleep 15; rm /www/ready) & exec httpd -f -p 80 -h /www"),
                 "ports": [{"name": "http", "containerPort": 80}],
                 "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"}, "periodSeconds": 1, "failureThreshold": 1},
             }]}),
@@ -603,7 +603,8 @@ async fn pods_restart_probe_and_read_config_and_nodes_stay_in_their_lane() {
         missing.message
     );
 
-    // Readiness: ready first, then not ready when /ready goes away.
+    // Readiness: ready first, then not ready when /ready goes away (15 s
+    // after start: a window wide enough for a loaded CI machine to see).
     wait_for("flaky ready", Duration::from_secs(30), || async {
         get("flaky").await.filter(is_ready_pod)
     })
