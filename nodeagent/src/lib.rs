@@ -17,6 +17,8 @@
 //! - `runtime`: the [`ContainerRuntime`](runtime::ContainerRuntime) trait the
 //!   agent drives, and the labels it puts on containers.
 //! - `docker`: the Docker implementation, through bollard.
+//! - `process`: the plain-process implementation, for machines without
+//!   Docker (host network, images as directories).
 
 pub mod agent;
 pub mod dns;
@@ -26,6 +28,7 @@ pub mod lease;
 pub mod node;
 pub mod pods;
 pub mod probe;
+pub mod process;
 pub mod proxy;
 pub mod runtime;
 pub mod server;

@@ -71,6 +71,15 @@ pub fn route_ip(master: &str) -> Option<IpAddr> {
     Some(socket.local_addr().ok()?.ip())
 }
 
+/// The node's InternalIP: `given` (`--node-ip`), else the address that
+/// routes to the first of `masters` that resolves, else 127.0.0.1. The
+/// agent registers it; the process runtime gives it to pods as their IP.
+pub fn node_ip(given: Option<IpAddr>, masters: &[String]) -> IpAddr {
+    given
+        .or_else(|| masters.iter().find_map(|m| route_ip(m)))
+        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+}
+
 pub fn os_image() -> String {
     std::fs::read_to_string("/etc/os-release")
         .ok()
@@ -236,6 +245,21 @@ mod tests {
             os_image: "Debian GNU/Linux 12 (bookworm)".into(),
             kernel_version: "6.1.0".into(),
         }
+    }
+
+    #[test]
+    fn the_node_ip_is_the_given_one_else_the_route_to_a_master() {
+        let given: IpAddr = "10.0.0.9".parse().unwrap();
+        assert_eq!(node_ip(Some(given), &["127.0.0.1:7000".into()]), given);
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(
+            node_ip(
+                None,
+                &["no-such-host.invalid:1".into(), "127.0.0.1:7000".into()]
+            ),
+            local
+        );
+        assert_eq!(node_ip(None, &[]), local);
     }
 
     #[test]
