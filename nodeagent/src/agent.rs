@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rafter_client::informer::{self, Event};
+use rafter_client::informer;
 use rafter_client::{Client, ClientOptions};
 use rafter_proto::api;
 use tokio_util::sync::CancellationToken;
@@ -308,7 +308,7 @@ pub async fn run(
     };
 
     // Pods bound to this node.
-    let (pods, mut pod_events) = informer::start_selected::<api::Pod>(
+    let (pods, pod_events) = informer::start_selected::<api::Pod>(
         client.clone(),
         "",
         "",
@@ -328,24 +328,9 @@ pub async fn run(
         },
     ));
     pods.wait_synced().await;
-    let mut tick = tokio::time::interval(options.sync_period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            e = pod_events.recv() => {
-                if e.is_none() {
-                    break;
-                }
-                // Take every change already queued, then sync once.
-                while let Ok(Event::Applied(_) | Event::Deleted(_)) = pod_events.try_recv() {}
-            }
-            _ = shutdown.cancelled() => break,
-        }
-        if let Err(e) = manager.sync().await {
-            tracing::warn!(error = %e, "pod sync round failed");
-        }
-    }
+    manager
+        .run(pod_events, options.sync_period, shutdown.clone())
+        .await;
     heartbeat.abort();
     if let Some(proxy) = services {
         // It removes its interface when told to stop.

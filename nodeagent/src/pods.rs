@@ -1,9 +1,14 @@
 //! The pod manager: makes the containers on this node match the pods bound
 //! to it, and reports their status.
 //!
-//! Every round (each second, and at once when a pod changes) it lists the
-//! runtime's containers carrying this node's label and the pods of the
-//! informer, then for each pod:
+//! Each pod has its own **worker** (as the kubelet's pod workers): a change
+//! of the pod starts a sync of that pod alone, at once, so a slow pod (an
+//! image being created, a container being stopped) holds up no other, and
+//! a pod's syncs never overlap (a change during one asks for one more).
+//! Every second a pass lists the runtime's containers carrying this node's
+//! label once and hands each pod its own, so probes and restarts happen
+//! without events. The event of the agent's own status write (same
+//! resource version) starts nothing. At most 8 pods sync at once. A sync:
 //!
 //! 1. its **sandbox** (a tiny container holding the pod's network namespace
 //!    and IP on the node's pod network) exists and runs; a dead sandbox
@@ -28,7 +33,7 @@
 //!
 //! Containers of pods that are gone anyway (force-deleted, or deleted
 //! while the agent was down) are stopped (SIGTERM, then SIGKILL after the
-//! pod's grace period) and removed. Nothing is remembered outside the
+//! pod's grace period) and removed, then their volume directory. Nothing is remembered outside the
 //! runtime: the labels say which pod and container each one is and how
 //! often it was restarted, so a restarted agent adopts what runs.
 
@@ -37,12 +42,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use futures::StreamExt;
-use rafter_client::informer::Cache;
+use rafter_client::informer::{Cache, Event};
 use rafter_client::{Client, DeleteOptions};
 use rafter_proto::api;
 use rafter_proto::object::Object;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::probe::{ProbeKind, Probers, Target};
 use crate::runtime::{
@@ -88,11 +94,81 @@ pub struct PodManager {
     /// Containers being stopped in the background, with when their stop
     /// turns into SIGKILL.
     stopping: Arc<Mutex<HashMap<String, Instant>>>,
+    workers: Mutex<Workers>,
+    /// At most [`PARALLEL_PODS`] pods are synced at once.
+    slots: tokio::sync::Semaphore,
 }
 
 /// The containers of one pod, by container name (sandbox under
 /// [`rt::SANDBOX`]), newest first.
 type PodContainers = HashMap<String, Vec<ContainerInfo>>;
+
+/// Groups containers by pod uid, then by container name, newest first.
+fn by_pod(containers: Vec<ContainerInfo>) -> HashMap<String, PodContainers> {
+    let mut by_pod: HashMap<String, PodContainers> = HashMap::new();
+    for c in containers {
+        let uid = label(&c, rt::LABEL_POD_UID).to_string();
+        let name = label(&c, rt::LABEL_CONTAINER).to_string();
+        by_pod
+            .entry(uid)
+            .or_default()
+            .entry(name)
+            .or_default()
+            .push(c);
+    }
+    for pod in by_pod.values_mut() {
+        for list in pod.values_mut() {
+            list.sort_by_key(|c| std::cmp::Reverse(restart_count(c)));
+        }
+    }
+    by_pod
+}
+
+/// The pod uids with a volume directory under `pods_dir`.
+async fn pod_dirs(pods_dir: &std::path::Path) -> Vec<String> {
+    let mut uids = Vec::new();
+    let Ok(mut entries) = tokio::fs::read_dir(pods_dir).await else {
+        return uids;
+    };
+    while let Ok(Some(e)) = entries.next_entry().await {
+        if let Some(name) = e.file_name().to_str() {
+            uids.push(name.to_string());
+        }
+    }
+    uids
+}
+
+/// Which pod a worker syncs: the uid tells a namesake apart.
+#[derive(Debug, Clone)]
+struct PodKey {
+    namespace: String,
+    name: String,
+    uid: String,
+}
+
+impl PodKey {
+    fn of(pod: &api::Pod) -> Self {
+        let m = pod.metadata();
+        PodKey {
+            namespace: m.namespace.clone(),
+            name: m.name.clone(),
+            uid: m.uid.clone(),
+        }
+    }
+}
+
+/// The pod workers' bookkeeping.
+#[derive(Debug, Default)]
+struct Workers {
+    /// Pods whose worker runs, with whether one more sync was asked.
+    busy: HashMap<String, bool>,
+    /// How many syncs finished on this node, and when (in that count)
+    /// each pod's last one did.
+    finishes: u64,
+    finished: HashMap<String, u64>,
+    /// The resource version of each pod's last status written here.
+    written: HashMap<String, String>,
+}
 
 fn label<'a>(c: &'a ContainerInfo, key: &str) -> &'a str {
     c.labels.get(key).map(String::as_str).unwrap_or("")
@@ -172,6 +248,8 @@ impl PodManager {
             options,
             probers: Probers::default(),
             stopping: Arc::default(),
+            workers: Mutex::default(),
+            slots: tokio::sync::Semaphore::new(PARALLEL_PODS),
         }
     }
 
@@ -209,28 +287,67 @@ impl PodManager {
         .collect()
     }
 
-    /// One round over every pod and container of the node.
-    pub async fn sync(self: &Arc<Self>) -> Result<(), rt::RuntimeError> {
+    /// Runs the pod workers until `shutdown`: a pod is synced by its own
+    /// worker as soon as it changes (`events`: the informer of the node's
+    /// pods), and every pod of the node, with the containers of pods that
+    /// are gone, every `period`.
+    pub async fn run(
+        self: Arc<Self>,
+        mut events: mpsc::Receiver<Event<api::Pod>>,
+        period: Duration,
+        shutdown: CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Err(e) = self.sync_all().await {
+                        tracing::warn!(error = %e, "pod sync pass failed");
+                    }
+                }
+                e = events.recv() => match e {
+                    Some(Event::Applied(pod)) => {
+                        if !self.own_write(&pod) {
+                            self.dispatch(PodKey::of(&pod), None);
+                        }
+                    }
+                    Some(Event::Deleted(pod)) => self.dispatch(PodKey::of(&pod), None),
+                    None => break,
+                },
+                _ = shutdown.cancelled() => break,
+            }
+        }
+    }
+
+    /// Whether `pod` is exactly what this agent's last status write made
+    /// it: the event of our own write, with nothing new to do.
+    fn own_write(&self, pod: &api::Pod) -> bool {
+        let m = pod.metadata();
+        let workers = self.workers.lock().expect("workers lock");
+        workers.written.get(&m.uid) == Some(&m.resource_version)
+    }
+
+    /// One pass over every pod and container of the node: each pod (and
+    /// each pod that is gone but has containers) goes to its worker with
+    /// the containers just listed.
+    pub async fn sync_all(self: &Arc<Self>) -> Result<(), rt::RuntimeError> {
+        let listed_after = self.workers.lock().expect("workers lock").finishes;
         let containers = self
             .runtime
             .list(&[(rt::LABEL_NODE, self.options.node.as_str())])
             .await?;
-        let mut by_pod: HashMap<String, PodContainers> = HashMap::new();
-        for c in containers {
-            let uid = label(&c, rt::LABEL_POD_UID).to_string();
-            let name = label(&c, rt::LABEL_CONTAINER).to_string();
-            by_pod
-                .entry(uid)
-                .or_default()
-                .entry(name)
-                .or_default()
-                .push(c);
-        }
-        for pod in by_pod.values_mut() {
-            for list in pod.values_mut() {
-                list.sort_by_key(|c| std::cmp::Reverse(restart_count(c)));
-            }
-        }
+        let alive: HashSet<String> = containers
+            .iter()
+            .filter(|c| running(c))
+            .map(|c| c.id.clone())
+            .collect();
+        self.probers.retain(&alive);
+        let mut by_pod = by_pod(containers);
+        // Volume directories, read before the pods: a directory is made by
+        // a worker of a pod already in the cache, so one whose pod is not
+        // in the list below belongs to a pod that is gone.
+        let dirs = pod_dirs(&self.options.pods_dir).await;
         let pods: Vec<api::Pod> = self
             .pods
             .list()
@@ -242,44 +359,139 @@ impl PodManager {
             })
             .collect();
         let wanted: HashSet<String> = pods.iter().map(|p| p.metadata().uid.clone()).collect();
-
-        // Containers of pods that are gone: stop and remove, in the
-        // background (grace periods may be long).
-        for (uid, containers) in &by_pod {
-            if wanted.contains(uid) {
-                continue;
-            }
-            for c in containers.values().flatten() {
-                self.stop_and_remove(c.clone());
-            }
-        }
-
-        let alive: HashSet<String> = by_pod
-            .values()
-            .flat_map(|p| p.values().flatten())
-            .filter(|c| running(c))
-            .map(|c| c.id.clone())
-            .collect();
-        self.probers.retain(&alive);
-
-        let mut work = futures::stream::iter(pods.into_iter().map(|pod| {
-            let existing = by_pod.remove(&pod.metadata().uid).unwrap_or_default();
-            let this = self.clone();
-            async move {
-                let name = format!("{}/{}", pod.metadata().namespace, pod.metadata().name);
-                let synced = if pod.metadata().deletion_timestamp.is_empty() {
-                    this.sync_pod(pod, existing).await
-                } else {
-                    this.terminate_pod(pod, existing).await
-                };
-                if let Err(e) = synced {
-                    tracing::warn!(pod = %name, error = %e, "pod sync failed; retrying next round");
+        {
+            let mut workers = self.workers.lock().expect("workers lock");
+            // Volumes of pods that are gone (force-deleted, or deleted while
+            // the agent was down) once none of their containers is left and
+            // no worker of theirs ran since the containers were listed.
+            for uid in dirs {
+                let idle = !workers.busy.contains_key(&uid)
+                    && workers
+                        .finished
+                        .get(&uid)
+                        .is_none_or(|at| *at <= listed_after);
+                if !wanted.contains(&uid) && !by_pod.contains_key(&uid) && idle {
+                    let dir = self.options.pods_dir.join(&uid);
+                    tracing::info!(dir = %dir.display(), "removing the volumes of a pod that is gone");
+                    if let Err(e) = std::fs::remove_dir_all(&dir) {
+                        tracing::warn!(dir = %dir.display(), error = %e, "pod volumes not removed");
+                    }
                 }
             }
-        }))
-        .buffer_unordered(PARALLEL_PODS);
-        while work.next().await.is_some() {}
+            workers.finished.retain(|uid, _| wanted.contains(uid));
+            workers.written.retain(|uid, _| wanted.contains(uid));
+        }
+        for pod in &pods {
+            let existing = by_pod.remove(&pod.metadata().uid).unwrap_or_default();
+            self.dispatch_listed(PodKey::of(pod), existing, listed_after);
+        }
+        // Containers of pods that are gone.
+        for (uid, existing) in by_pod {
+            let Some(c) = existing.values().flatten().next() else {
+                continue;
+            };
+            let key = PodKey {
+                namespace: label(c, rt::LABEL_POD_NAMESPACE).to_string(),
+                name: label(c, rt::LABEL_POD_NAME).to_string(),
+                uid,
+            };
+            self.dispatch_listed(key, existing, listed_after);
+        }
         Ok(())
+    }
+
+    /// Hands a pod to its worker with containers listed when the workers
+    /// had finished `listed_after` syncs: a pod whose worker finished a
+    /// sync since (or is busy) lists its containers again rather than act
+    /// on a list that misses what it just started.
+    fn dispatch_listed(self: &Arc<Self>, key: PodKey, existing: PodContainers, listed_after: u64) {
+        let fresh = {
+            let workers = self.workers.lock().expect("workers lock");
+            workers
+                .finished
+                .get(&key.uid)
+                .is_none_or(|at| *at <= listed_after)
+        };
+        self.dispatch(key, fresh.then_some(existing));
+    }
+
+    /// Starts the pod's worker, or asks the running one for one more sync
+    /// (with a fresh list of its containers).
+    fn dispatch(self: &Arc<Self>, key: PodKey, listed: Option<PodContainers>) {
+        {
+            let mut workers = self.workers.lock().expect("workers lock");
+            if let Some(again) = workers.busy.get_mut(&key.uid) {
+                *again = true;
+                return;
+            }
+            workers.busy.insert(key.uid.clone(), false);
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut listed = listed;
+            loop {
+                let synced = {
+                    let _slot = this.slots.acquire().await.expect("slots never close");
+                    this.sync_one(&key, listed.take()).await
+                };
+                if let Err(e) = synced {
+                    tracing::warn!(pod = %key.name, namespace = %key.namespace, error = %e, "pod sync failed; retrying");
+                }
+                let mut workers = this.workers.lock().expect("workers lock");
+                workers.finishes += 1;
+                let at = workers.finishes;
+                workers.finished.insert(key.uid.clone(), at);
+                match workers.busy.get_mut(&key.uid) {
+                    Some(again) if *again => *again = false,
+                    _ => {
+                        workers.busy.remove(&key.uid);
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    /// One sync of one pod: its containers made to match the pod, or, when
+    /// the pod is gone (or is a namesake now), stopped and removed.
+    async fn sync_one(
+        self: &Arc<Self>,
+        key: &PodKey,
+        listed: Option<PodContainers>,
+    ) -> Result<(), rt::RuntimeError> {
+        let existing = match listed {
+            Some(l) => l,
+            None => {
+                let containers = self
+                    .runtime
+                    .list(&[
+                        (rt::LABEL_NODE, self.options.node.as_str()),
+                        (rt::LABEL_POD_UID, key.uid.as_str()),
+                    ])
+                    .await?;
+                by_pod(containers).remove(&key.uid).unwrap_or_default()
+            }
+        };
+        let pod = self.pods.get(&key.namespace, &key.name).filter(|p| {
+            p.metadata().uid == key.uid
+                && p.spec
+                    .as_ref()
+                    .is_some_and(|s| s.node_name == self.options.node)
+        });
+        match pod {
+            Some(pod) if pod.metadata().deletion_timestamp.is_empty() => {
+                self.sync_pod(pod, existing).await
+            }
+            Some(pod) => self.terminate_pod(pod, existing).await,
+            None => {
+                // Gone: force-deleted, or deleted while the agent was down.
+                // Stopped in the background (grace periods may be long).
+                for c in existing.values().flatten() {
+                    self.stop_and_remove(c.clone());
+                }
+                Ok(())
+            }
+        }
     }
 
     /// Stops (and removes) a container of a pod that is gone, with the
@@ -666,7 +878,14 @@ impl PodManager {
         let mut updated = pod.clone();
         updated.status = Some(next);
         match self.client.update_status(&updated).await {
-            Ok(_) => true,
+            Ok(written) => {
+                let m = written.metadata();
+                let mut workers = self.workers.lock().expect("workers lock");
+                workers
+                    .written
+                    .insert(m.uid.clone(), m.resource_version.clone());
+                true
+            }
             // The cache was behind (the next round has the newer pod), or
             // the pod is gone.
             Err(e) if e.is_reason("Conflict") || e.is_reason("NotFound") => false,
