@@ -89,7 +89,7 @@ enum Command {
     Sim(cli::sim::SimCommand),
     /// Print a pod container's log: logs POD [-c C] [-f] [--tail N] [--previous].
     Logs(cli::pods::LogsArgs),
-    /// Run a command in a pod's container: exec POD [-c C] -- CMD [ARGS...].
+    /// Run a command in a pod's container: exec POD [-c C] [-i] [-t] -- CMD [ARGS...].
     Exec(cli::pods::ExecArgs),
     /// Build the demo and pod sandbox images on this machine's Docker engine.
     #[command(subcommand)]

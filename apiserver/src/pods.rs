@@ -2,18 +2,23 @@
 //! The master finds the pod's node, the node agent's address (InternalIP
 //! and `status.daemonEndpoints.agentEndpoint.port`) and the node's
 //! credential, and forwards the request to the agent (`Agent` service),
-//! streaming the answer back. Admin only.
+//! streaming the answer back. Interactive exec (`ExecStream`) is proxied
+//! both ways: the client's messages to the agent, the agent's frames back,
+//! until either side ends. Admin only.
 
 use std::pin::Pin;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use rafter_proto::api::agent_client::AgentClient;
+use rafter_proto::api::exec_input::Input;
 use rafter_proto::api::pods_server::{Pods, PodsServer};
-use rafter_proto::api::{self, ExecRequest, ExecResponse, LogChunk, LogsRequest};
+use rafter_proto::api::{
+    self, ExecInput, ExecOutputFrame, ExecRequest, ExecResponse, LogChunk, LogsRequest,
+};
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{Identity, identity_of};
 use crate::error::{ApiError, Reason, Result};
@@ -121,10 +126,12 @@ fn admin_only<T>(req: &Request<T>) -> std::result::Result<(), Status> {
 }
 
 type ChunkStream = Pin<Box<dyn Stream<Item = std::result::Result<LogChunk, Status>> + Send>>;
+type FrameStream = Pin<Box<dyn Stream<Item = std::result::Result<ExecOutputFrame, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Pods for PodsService {
     type LogsStream = ChunkStream;
+    type ExecStreamStream = FrameStream;
 
     async fn logs(
         &self,
@@ -149,5 +156,33 @@ impl Pods for PodsService {
         let mut forwarded = Request::new(r);
         forwarded.metadata_mut().insert("authorization", bearer);
         agent.exec(forwarded).await
+    }
+
+    async fn exec_stream(
+        &self,
+        req: Request<Streaming<ExecInput>>,
+    ) -> std::result::Result<Response<Self::ExecStreamStream>, Status> {
+        admin_only(&req)?;
+        let mut inbound = req.into_inner();
+        // The start says which pod, hence which agent; it is forwarded as
+        // the agent's first message too.
+        let first = inbound.message().await?;
+        let Some(Input::Start(start)) = first.as_ref().and_then(|m| m.input.as_ref()) else {
+            return Err(ApiError::bad_request(
+                "an exec stream must begin with its start message (namespace, pod, command)",
+            )
+            .into());
+        };
+        let (mut agent, bearer) = self.connect(&start.namespace, &start.pod).await?;
+        // The client's input ends at its first error (it went away): the
+        // agent then closes the command's stdin.
+        let rest = inbound
+            .take_while(|m| futures::future::ready(m.is_ok()))
+            .filter_map(|m| futures::future::ready(m.ok()));
+        let upstream = futures::stream::iter(first).chain(rest);
+        let mut forwarded = Request::new(upstream);
+        forwarded.metadata_mut().insert("authorization", bearer);
+        let frames = agent.exec_stream(forwarded).await?.into_inner();
+        Ok(Response::new(Box::pin(frames)))
     }
 }

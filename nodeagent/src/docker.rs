@@ -19,8 +19,9 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
-use bollard::exec::{CreateExecOptions, StartExecResults};
+use bollard::exec::{CreateExecOptions, ResizeExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, HostConfig, Ipam,
     IpamConfig, NetworkCreateRequest,
@@ -35,8 +36,9 @@ use futures::{StreamExt, TryStreamExt};
 use rafter_proto::age::parse_rfc3339_utc;
 
 use crate::runtime::{
-    ContainerConfig, ContainerInfo, ContainerRunState, ContainerRuntime, ExecOutput, LogOptions,
-    NetworkAttachment, Result, RuntimeError, SANDBOX_IMAGE,
+    ContainerConfig, ContainerInfo, ContainerRunState, ContainerRuntime, ExecEvent, ExecInput,
+    ExecOutput, InteractiveExec, LogOptions, NetworkAttachment, Result, RuntimeError,
+    SANDBOX_IMAGE, TerminalSize,
 };
 
 /// The demo image [`Docker::build_demo_image`] builds: busybox httpd on port
@@ -477,30 +479,8 @@ impl ContainerRuntime for Docker {
                     }
                 }
             }
-            // The output ends when the process closes it, which can be a
-            // moment before the engine records the exit code.
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-            loop {
-                let inspect = self
-                    .client
-                    .inspect_exec(&created.id)
-                    .await
-                    .map_err(|e| engine_error(&format!("inspecting a command in {what}"), e))?;
-                match (inspect.running, inspect.exit_code) {
-                    (Some(false), Some(code)) => {
-                        output.exit_code = code;
-                        return Ok(output);
-                    }
-                    _ if tokio::time::Instant::now() >= deadline => {
-                        return Err(RuntimeError::Engine {
-                            message: format!(
-                                "the command in {what} closed its output but did not exit"
-                            ),
-                        });
-                    }
-                    _ => tokio::time::sleep(Duration::from_millis(20)).await,
-                }
-            }
+            output.exit_code = exit_code(&self.client, &created.id, &what).await?;
+            Ok(output)
         };
         match tokio::time::timeout(timeout, run).await {
             Ok(result) => result,
@@ -510,6 +490,193 @@ impl ContainerRuntime for Docker {
                 message: format!("exec in {what} timed out after {timeout:?}"),
             }),
         }
+    }
+
+    async fn exec_interactive(
+        &self,
+        id: &str,
+        exec: InteractiveExec,
+        input: BoxStream<'static, ExecInput>,
+    ) -> Result<BoxStream<'static, Result<ExecEvent>>> {
+        let what = format!("container {id}");
+        let created = self
+            .client
+            .create_exec(
+                id,
+                CreateExecOptions {
+                    attach_stdin: Some(exec.stdin),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    tty: Some(exec.tty),
+                    cmd: Some(exec.command),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| not_found_or(&what, "running a command in", e))?;
+        let started = self
+            .client
+            .start_exec(
+                &created.id,
+                Some(StartExecOptions {
+                    detach: false,
+                    tty: exec.tty,
+                    output_capacity: None,
+                }),
+            )
+            .await
+            .map_err(|e| engine_error(&format!("starting a command in {what}"), e))?;
+        let StartExecResults::Attached {
+            output,
+            input: stdin,
+        } = started
+        else {
+            return Err(RuntimeError::Engine {
+                message: format!("the engine did not attach to the command in {what}"),
+            });
+        };
+        // The engine's exec start API takes no size (before API 1.42), so
+        // the terminal starts at the engine's default and is resized at
+        // once, before any input can reach the command.
+        if exec.tty
+            && let Some(size) = exec.size
+        {
+            resize(&self.client, &created.id, size, &what).await;
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(attach(
+            self.client.clone(),
+            created.id,
+            what,
+            output,
+            stdin,
+            input,
+            tx,
+        ));
+        Ok(futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|event| (event, rx))
+        })
+        .boxed())
+    }
+}
+
+/// Waits for the exit code of exec `exec_id`. Its output ends when the
+/// process closes it, which can be a moment before the engine records the
+/// exit code.
+async fn exit_code(client: &bollard::Docker, exec_id: &str, what: &str) -> Result<i64> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let inspect = client
+            .inspect_exec(exec_id)
+            .await
+            .map_err(|e| engine_error(&format!("inspecting a command in {what}"), e))?;
+        match (inspect.running, inspect.exit_code) {
+            (Some(false), Some(code)) => return Ok(code),
+            _ if tokio::time::Instant::now() >= deadline => {
+                return Err(RuntimeError::Engine {
+                    message: format!("the command in {what} closed its output but did not exit"),
+                });
+            }
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// Resizes the terminal of exec `exec_id`; a failure only costs the right
+/// size, so it is logged, not returned.
+async fn resize(client: &bollard::Docker, exec_id: &str, size: TerminalSize, what: &str) {
+    let options = ResizeExecOptions {
+        height: size.rows,
+        width: size.cols,
+    };
+    if let Err(e) = client.resize_exec(exec_id, options).await {
+        tracing::debug!(%what, error = %e, "resizing an exec's terminal failed");
+    }
+}
+
+/// The attached side of an interactive exec, run as a task: forwards
+/// `output` to `events` and, meanwhile, `input` to the command's stdin and
+/// terminal; when the output ends, sends the exit code. Stops early (and
+/// closes the command's stdin by dropping the connection) when `events`'
+/// receiver is dropped.
+async fn attach(
+    client: bollard::Docker,
+    exec_id: String,
+    what: String,
+    mut output: std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<LogOutput, BollardError>> + Send>,
+    >,
+    stdin: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+    input: BoxStream<'static, ExecInput>,
+    events: tokio::sync::mpsc::Sender<Result<ExecEvent>>,
+) {
+    let feeder = tokio::spawn(feed(
+        client.clone(),
+        exec_id.clone(),
+        what.clone(),
+        input,
+        stdin,
+    ));
+    loop {
+        let item = tokio::select! {
+            _ = events.closed() => {
+                feeder.abort();
+                return;
+            }
+            item = output.next() => item,
+        };
+        let event = match item {
+            None => break,
+            Some(Ok(LogOutput::StdErr { message })) => Ok(ExecEvent::Stderr(message)),
+            Some(Ok(LogOutput::StdIn { .. })) => continue,
+            // StdOut, or Console: a terminal's merged output.
+            Some(Ok(other)) => Ok(ExecEvent::Stdout(other.into_bytes())),
+            Some(Err(e)) => Err(engine_error(&format!("reading exec output of {what}"), e)),
+        };
+        let failed = event.is_err();
+        if events.send(event).await.is_err() || failed {
+            feeder.abort();
+            return;
+        }
+    }
+    feeder.abort();
+    let exited = exit_code(&client, &exec_id, &what)
+        .await
+        .map(ExecEvent::Exited);
+    let _ = events.send(exited).await;
+}
+
+/// Feeds an interactive exec's `input` to its stdin and terminal until the
+/// input ends; closing stdin half-closes the attached connection, which the
+/// engine turns into EOF on the command's stdin.
+async fn feed(
+    client: bollard::Docker,
+    exec_id: String,
+    what: String,
+    mut input: BoxStream<'static, ExecInput>,
+    mut stdin: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+) {
+    use tokio::io::AsyncWriteExt;
+    let mut open = true;
+    while let Some(item) = input.next().await {
+        match item {
+            ExecInput::Stdin(data) if open => {
+                if stdin.write_all(&data).await.is_err() || stdin.flush().await.is_err() {
+                    open = false;
+                }
+            }
+            ExecInput::Stdin(_) => {}
+            ExecInput::Resize(size) => resize(&client, &exec_id, size, &what).await,
+            ExecInput::StdinClosed => {
+                if open {
+                    let _ = stdin.shutdown().await;
+                    open = false;
+                }
+            }
+        }
+    }
+    if open {
+        let _ = stdin.shutdown().await;
     }
 }
 

@@ -1,6 +1,7 @@
 //! The container runtime interface the agent drives (STYLE convention 7):
-//! create / start / stop / remove / inspect / list / logs / exec, and the
-//! per-node network. Docker (`docker.rs`, through bollard) implements it;
+//! create / start / stop / remove / inspect / list / logs / exec (run to
+//! completion, or interactive with stdin and a terminal), and the per-node
+//! network. Docker (`docker.rs`, through bollard) implements it;
 //! tests use the same trait.
 //!
 //! The agent keeps no container bookkeeping of its own: every container it
@@ -150,6 +151,45 @@ pub struct ExecOutput {
     pub stderr: Vec<u8>,
 }
 
+/// The size of a terminal in character cells.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TerminalSize {
+    pub rows: u16,
+    pub cols: u16,
+}
+
+/// What an interactive exec runs and how it is attached.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InteractiveExec {
+    pub command: Vec<String>,
+    /// Attach the command's stdin to the input stream's [`ExecInput::Stdin`].
+    pub stdin: bool,
+    /// Run the command on a pseudo-terminal (stderr then arrives merged
+    /// into stdout).
+    pub tty: bool,
+    /// The terminal's size at start (with `tty`).
+    pub size: Option<TerminalSize>,
+}
+
+/// Input to a running interactive exec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecInput {
+    Stdin(bytes::Bytes),
+    Resize(TerminalSize),
+    /// Close the command's stdin (it reads EOF). The end of the input
+    /// stream does the same.
+    StdinClosed,
+}
+
+/// Output of a running interactive exec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecEvent {
+    Stdout(bytes::Bytes),
+    Stderr(bytes::Bytes),
+    /// The command exited: always the stream's last item.
+    Exited(i64),
+}
+
 /// A container runtime on one node.
 #[async_trait]
 pub trait ContainerRuntime: Send + Sync + 'static {
@@ -201,4 +241,23 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// Runs `command` in the running container and waits for it, with
     /// `timeout` (exec probes and `rafter exec`).
     async fn exec(&self, id: &str, command: &[String], timeout: Duration) -> Result<ExecOutput>;
+
+    /// Starts `exec` in the running container and returns its output as it
+    /// comes, ending with [`ExecEvent::Exited`]; `input` feeds its stdin and
+    /// terminal (`rafter exec -i/-t`). The command is started when this
+    /// returns. Dropping the output detaches from it (its stdin closes).
+    ///
+    /// Runtimes without terminals or attachable processes keep this default,
+    /// which refuses.
+    async fn exec_interactive(
+        &self,
+        id: &str,
+        exec: InteractiveExec,
+        input: BoxStream<'static, ExecInput>,
+    ) -> Result<BoxStream<'static, Result<ExecEvent>>> {
+        let _ = (id, exec, input);
+        Err(RuntimeError::Engine {
+            message: "interactive exec is not supported by this runtime".into(),
+        })
+    }
 }

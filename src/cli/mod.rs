@@ -13,6 +13,7 @@
 //!   `rafter set image`.
 //! - `image`: `rafter image build-demo`, the demo and sandbox images.
 //! - `pods`: `rafter logs` and `rafter exec`, through the masters to the node agent.
+//! - `terminal`: raw mode and the window size for `rafter exec -t`.
 //! - `token`: `rafter token create|list|delete`, bootstrap tokens for joining nodes.
 //! - `output`: tables, JSON views and number formats shared by the above.
 //!
@@ -51,6 +52,7 @@ pub mod pods;
 pub mod rollout;
 pub mod sim;
 pub mod tables;
+pub mod terminal;
 pub mod token;
 pub mod txn;
 
