@@ -1066,6 +1066,37 @@ async fn a_deleted_pod_terminates_gracefully_and_goes_when_its_container_stops()
         "the killed container is removed before the pod goes"
     );
 
+    // Force-deleted (gone from the API at once): the agent stops its
+    // container anyway, then removes its volume directory.
+    let mut scratch = pod("scratch", stubborn, 1);
+    let spec = scratch.spec.as_mut().expect("spec");
+    spec.volumes =
+        vec![serde_json::from_value(json!({"name": "work", "emptyDir": {}})).expect("volume")];
+    spec.containers[0].volume_mounts =
+        vec![serde_json::from_value(json!({"name": "work", "mountPath": "/work"})).expect("mount")];
+    client.create(&scratch).await.expect("create scratch");
+    let scratch = wait_ready_pods(&client, "scratch", 1, None).await;
+    let volumes = agent.data_dir.join("pods").join(&scratch[0].metadata().uid);
+    assert!(
+        volumes.is_dir(),
+        "{} exists while the pod runs",
+        volumes.display()
+    );
+    let (ok, out, err) = cluster.cli(&["delete", "pod", "scratch", "--force"]);
+    assert!(ok, "{out}{err}");
+    wait_for(
+        "the force-deleted pod's container and volumes removed",
+        Duration::from_secs(20),
+        || async {
+            let gone = !containers_of(NODE)
+                .await
+                .values()
+                .any(|(p, _, _)| p == "scratch");
+            (gone && !volumes.exists()).then_some(())
+        },
+    )
+    .await;
+
     drop(agent);
     clean_docker(&[NODE]).await;
 }
