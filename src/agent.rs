@@ -1,5 +1,6 @@
 //! `rafter agent`: runs the node agent (the `rafter-nodeagent` crate) on
-//! this machine with the Docker engine as its container runtime.
+//! this machine, with the Docker engine or plain processes
+//! (`--container-runtime process`) as its container runtime.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -10,8 +11,21 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use rafter_nodeagent::agent::{AgentOptions, run};
 use rafter_nodeagent::docker::Docker;
+use rafter_nodeagent::process::ProcessRuntime;
+use rafter_nodeagent::runtime::ContainerRuntime;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
+
+/// What runs the pods' containers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeKind {
+    /// The local Docker engine (pod network, images, isolation).
+    Docker,
+    /// Plain host processes, for machines without Docker: host network
+    /// (pod IP = node IP), images are directories under
+    /// <data-dir>/process-runtime/images (docs/AGENT.md).
+    Process,
+}
 
 #[derive(Debug, clap::Args)]
 pub struct AgentArgs {
@@ -60,6 +74,10 @@ pub struct AgentArgs {
     /// The cluster's DNS domain: pods resolve NAME.NAMESPACE.svc.DOMAIN.
     #[arg(long, default_value = rafter_nodeagent::dns::DEFAULT_CLUSTER_DOMAIN)]
     cluster_domain: String,
+    /// What runs the pods: the Docker engine, or plain processes on this
+    /// host for machines without Docker (see docs/AGENT.md for its limits).
+    #[arg(long, value_enum, default_value_t = RuntimeKind::Docker)]
+    container_runtime: RuntimeKind,
 }
 
 pub async fn main(args: AgentArgs) -> anyhow::Result<()> {
@@ -70,9 +88,32 @@ pub async fn main(args: AgentArgs) -> anyhow::Result<()> {
         };
         labels.insert(k.to_string(), v.to_string());
     }
-    let docker = Docker::connect()
-        .await
-        .context("the node agent runs pods with Docker")?;
+    let runtime: Arc<dyn ContainerRuntime> = match args.container_runtime {
+        RuntimeKind::Docker => Arc::new(Docker::connect().await.context(
+            "the node agent runs pods with Docker: start the Docker engine, or run them as \
+             plain processes with `--container-runtime process`",
+        )?),
+        RuntimeKind::Process => {
+            // The IP the agent will register for the node: pods share it.
+            let ip = match rafter_nodeagent::node::node_ip(args.node_ip, &args.server) {
+                std::net::IpAddr::V4(ip) => ip,
+                std::net::IpAddr::V6(ip) => bail!(
+                    "the process runtime gives pods the node's IPv4 address, but the node's \
+                     address is {ip}; pass an IPv4 --node-ip"
+                ),
+            };
+            let root = args.data_dir.join("process-runtime");
+            let runtime = ProcessRuntime::new(&root, ip)
+                .with_context(|| format!("the process runtime in {}", root.display()))?;
+            tracing::info!(
+                root = %root.display(),
+                %ip,
+                "pods run as plain processes on this host (images are directories under {}/images)",
+                root.display()
+            );
+            Arc::new(runtime)
+        }
+    };
     let options = AgentOptions {
         servers: args.server,
         token: args.token,
@@ -90,7 +131,7 @@ pub async fn main(args: AgentArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let mut agent = tokio::spawn(run(options, Arc::new(docker), shutdown.clone()));
+    let mut agent = tokio::spawn(run(options, runtime, shutdown.clone()));
     tokio::select! {
         r = &mut agent => return Ok(r??),
         _ = term.recv() => tracing::info!("SIGTERM: stopping the agent (containers keep running)"),
