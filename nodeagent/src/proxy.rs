@@ -1,16 +1,22 @@
 //! The service proxy: a connection to a Service's `clusterIP:port` reaches
 //! one of its ready endpoints.
 //!
-//! The mechanism is a user-space TCP proxy, with no iptables rules:
+//! The mechanism is a user-space proxy, with no iptables rules:
 //!
 //! - the agent puts every clusterIP, as a /32, on a bridge interface of its
 //!   own with no ports ([`interface_name`]): the host then owns the address,
 //!   so a connection from the host is delivered locally, and so is one from
 //!   a pod (routed to its gateway, the host);
 //! - it listens on each service port of each clusterIP with `SO_REUSEPORT`;
-//! - each accepted connection is joined to the next ready endpoint in
+//! - TCP: each accepted connection is joined to the next ready endpoint in
 //!   round-robin order; an endpoint that refuses, or does not accept within
-//!   [`CONNECT_TIMEOUT`], is skipped for the next one.
+//!   [`CONNECT_TIMEOUT`], is skipped for the next one;
+//! - UDP: each client address is a flow, given the next ready endpoint in
+//!   round-robin order; its datagrams go there and the endpoint's replies
+//!   come back from the clusterIP:port. A flow ends after [`UDP_IDLE`]
+//!   without a reply, or when the endpoint's port is closed (ICMP port
+//!   unreachable): the client's next datagram starts a flow to the next
+//!   endpoint.
 //!
 //! Several agents on one host (`rafter local up`, the tests) each own an
 //! interface carrying the same addresses and all listen with
@@ -21,25 +27,28 @@
 //! per direction), which adds a little latency and CPU per connection where
 //! iptables DNAT would not; the endpoint sees the host's address as the
 //! client's. What it buys: skipping endpoints that refuse, no dependency on
-//! the host's iptables flavour, and nothing to undo but one interface. Only
-//! TCP ports are proxied.
+//! the host's iptables flavour, and nothing to undo but one interface. TCP
+//! and UDP ports are proxied (SCTP ones are not).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use rafter_client::informer::{Cache, Event};
 use rafter_proto::api;
 use rafter_proto::object::Object;
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// How long an endpoint may take to accept before the next one is tried.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a UDP flow lives without a reply from its endpoint (the
+/// kernel's conntrack keeps unreplied UDP for 30 s too).
+pub const UDP_IDLE: Duration = Duration::from_secs(30);
 /// How often the proxy re-applies its rules even when nothing changed
 /// (an address removed by hand, a listener that could not bind).
 const RESYNC: Duration = Duration::from_secs(10);
@@ -56,12 +65,35 @@ pub fn interface_name(node: &str) -> String {
     format!("rft{h:08x}")
 }
 
-/// The proxy rules wanted: each `clusterIP:port` (TCP) and the ready
-/// endpoints behind it, in a stable order.
+/// The transport of a service port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    /// A ServicePort's protocol (empty: TCP); None for one not proxied.
+    fn parse(protocol: &str) -> Option<Self> {
+        if protocol.is_empty() || protocol.eq_ignore_ascii_case("TCP") {
+            Some(Protocol::Tcp)
+        } else if protocol.eq_ignore_ascii_case("UDP") {
+            Some(Protocol::Udp)
+        } else {
+            None
+        }
+    }
+}
+
+/// A proxied service port: its protocol and `clusterIP:port`.
+pub type Frontend = (Protocol, SocketAddrV4);
+
+/// The proxy rules wanted: each service port (`clusterIP:port`, TCP or
+/// UDP) and the ready endpoints behind it, in a stable order.
 pub fn desired(
     services: &[api::Service],
     endpoints: &[api::Endpoints],
-) -> BTreeMap<SocketAddrV4, Vec<SocketAddr>> {
+) -> BTreeMap<Frontend, Vec<SocketAddr>> {
     let by_name: HashMap<(&str, &str), &api::Endpoints> = endpoints
         .iter()
         .map(|e| {
@@ -79,9 +111,9 @@ pub fn desired(
         let m = svc.metadata();
         let eps = by_name.get(&(m.namespace.as_str(), m.name.as_str()));
         for sp in &spec.ports {
-            if !is_tcp(&sp.protocol) {
+            let Some(protocol) = Protocol::parse(&sp.protocol) else {
                 continue;
-            }
+            };
             let Ok(port) = u16::try_from(sp.port) else {
                 continue;
             };
@@ -90,7 +122,7 @@ pub fn desired(
                 let Some(target) = subset
                     .ports
                     .iter()
-                    .find(|p| p.name == sp.name && is_tcp(&p.protocol))
+                    .find(|p| p.name == sp.name && Protocol::parse(&p.protocol) == Some(protocol))
                     .and_then(|p| u16::try_from(p.port).ok())
                 else {
                     continue;
@@ -101,14 +133,13 @@ pub fn desired(
                     }
                 }
             }
-            out.insert(SocketAddrV4::new(ip, port), backends.into_iter().collect());
+            out.insert(
+                (protocol, SocketAddrV4::new(ip, port)),
+                backends.into_iter().collect(),
+            );
         }
     }
     out
-}
-
-fn is_tcp(protocol: &str) -> bool {
-    protocol.is_empty() || protocol.eq_ignore_ascii_case("TCP")
 }
 
 /// The endpoints of one frontend and the round-robin position.
@@ -139,8 +170,8 @@ impl Backends {
     }
 }
 
-/// A listening `clusterIP:port`.
-struct Frontend {
+/// A listening service port.
+struct Listener {
     backends: Arc<Backends>,
     task: JoinHandle<()>,
 }
@@ -148,7 +179,7 @@ struct Frontend {
 /// The proxy of one node: its interface, listeners and endpoints.
 pub struct ServiceProxy {
     interface: String,
-    frontends: HashMap<SocketAddrV4, Frontend>,
+    frontends: HashMap<Frontend, Listener>,
     interface_ready: bool,
 }
 
@@ -171,46 +202,54 @@ impl ServiceProxy {
     /// Makes the interface, addresses and listeners match `want`.
     pub async fn apply(
         &mut self,
-        want: &BTreeMap<SocketAddrV4, Vec<SocketAddr>>,
+        want: &BTreeMap<Frontend, Vec<SocketAddr>>,
     ) -> Result<(), ProxyError> {
         if !self.interface_ready {
             ensure_interface(&self.interface).await?;
             self.interface_ready = true;
         }
-        let ips: BTreeSet<Ipv4Addr> = want.keys().map(|a| *a.ip()).collect();
+        let ips: BTreeSet<Ipv4Addr> = want.keys().map(|(_, a)| *a.ip()).collect();
         let have = addresses(&self.interface).await?;
         for ip in ips.difference(&have) {
             ip_cmd(&["addr", "add", &format!("{ip}/32"), "dev", &self.interface]).await?;
         }
         // Listeners go before their address, or accepted connections of a
         // removed service would linger.
-        self.frontends.retain(|addr, f| {
-            let keep = want.contains_key(addr);
+        self.frontends.retain(|key, f| {
+            let keep = want.contains_key(key);
             if !keep {
                 f.task.abort();
-                tracing::info!(frontend = %addr, "service port no longer proxied");
+                tracing::info!(frontend = %key.1, protocol = ?key.0, "service port no longer proxied");
             }
             keep
         });
         for ip in have.difference(&ips) {
             ip_cmd(&["addr", "del", &format!("{ip}/32"), "dev", &self.interface]).await?;
         }
-        for (addr, list) in want {
-            if let Some(f) = self.frontends.get(addr) {
+        for (key, list) in want {
+            if let Some(f) = self.frontends.get(key) {
                 f.backends.set(list.clone());
                 continue;
             }
-            match listen(*addr) {
-                Ok(listener) => {
-                    let backends = Arc::new(Backends::default());
-                    backends.set(list.clone());
-                    let task = tokio::spawn(serve(*addr, listener, backends.clone()));
-                    tracing::info!(frontend = %addr, endpoints = list.len(), "proxying service port");
-                    self.frontends.insert(*addr, Frontend { backends, task });
+            let (protocol, addr) = *key;
+            let backends = Arc::new(Backends::default());
+            backends.set(list.clone());
+            let task = match protocol {
+                Protocol::Tcp => {
+                    listen(addr).map(|l| tokio::spawn(serve(addr, l, backends.clone())))
+                }
+                Protocol::Udp => {
+                    listen_udp(addr).map(|s| tokio::spawn(serve_udp(addr, s, backends.clone())))
+                }
+            };
+            match task {
+                Ok(task) => {
+                    tracing::info!(frontend = %addr, ?protocol, endpoints = list.len(), "proxying service port");
+                    self.frontends.insert(*key, Listener { backends, task });
                 }
                 // Retried on the next sync.
                 Err(e) => {
-                    tracing::warn!(frontend = %addr, error = %e, "cannot listen on the service port")
+                    tracing::warn!(frontend = %addr, ?protocol, error = %e, "cannot listen on the service port")
                 }
             }
         }
@@ -262,6 +301,106 @@ async fn serve(frontend: SocketAddrV4, listener: TcpListener, backends: Arc<Back
             let _ = server.set_nodelay(true);
             let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
         });
+    }
+}
+
+/// A UDP socket bound to `addr` with `SO_REUSEPORT`.
+fn listen_udp(addr: SocketAddrV4) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    socket.set_reuse_address(true)?;
+    // Every agent on this host binds the same clusterIP:port; the kernel
+    // keeps each client address on one of them.
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&SocketAddr::V4(addr).into())?;
+    UdpSocket::from_std(socket.into())
+}
+
+/// The UDP flows of one frontend: the client's address and the socket
+/// connected to its endpoint.
+type Flows = Arc<Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>>;
+
+async fn serve_udp(frontend: SocketAddrV4, socket: UdpSocket, backends: Arc<Backends>) {
+    let socket = Arc::new(socket);
+    let flows: Flows = Arc::default();
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let (n, client) = match socket.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(%frontend, error = %e, "receive failed");
+                continue;
+            }
+        };
+        let existing = flows
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&client)
+            .cloned();
+        let upstream = match existing {
+            Some(u) => u,
+            None => match open_flow(&socket, &flows, client, &backends).await {
+                Some(u) => u,
+                // No ready endpoint: the datagram is dropped.
+                None => continue,
+            },
+        };
+        if let Err(e) = upstream.send(&buf[..n]).await {
+            tracing::debug!(%frontend, %client, error = %e, "datagram not forwarded");
+            end_flow(&flows, client, &upstream);
+        }
+    }
+}
+
+/// Starts a flow for `client` to the next endpoint in turn, with the task
+/// that sends its replies back from the frontend.
+async fn open_flow(
+    frontend: &Arc<UdpSocket>,
+    flows: &Flows,
+    client: SocketAddr,
+    backends: &Backends,
+) -> Option<Arc<UdpSocket>> {
+    let endpoint = *backends.order().first()?;
+    let upstream = async {
+        let s = UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], 0))).await?;
+        s.connect(endpoint).await?;
+        std::io::Result::Ok(Arc::new(s))
+    }
+    .await
+    .inspect_err(|e| tracing::debug!(%endpoint, error = %e, "cannot open a UDP flow"))
+    .ok()?;
+    flows
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(client, upstream.clone());
+    let (frontend, flows, reply) = (frontend.clone(), flows.clone(), upstream.clone());
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            match tokio::time::timeout(UDP_IDLE, reply.recv(&mut buf)).await {
+                Ok(Ok(n)) => {
+                    let _ = frontend.send_to(&buf[..n], client).await;
+                }
+                // The endpoint's port is closed (ICMP port unreachable):
+                // the client's next datagram goes to the next endpoint.
+                Ok(Err(e)) => {
+                    tracing::debug!(%endpoint, %client, error = %e, "UDP flow ended");
+                    break;
+                }
+                Err(_) => break, // idle
+            }
+        }
+        end_flow(&flows, client, &reply);
+    });
+    Some(upstream)
+}
+
+/// Forgets `client`'s flow if it is still `upstream`.
+fn end_flow(flows: &Flows, client: SocketAddr, upstream: &Arc<UdpSocket>) {
+    let mut flows = flows.lock().unwrap_or_else(|e| e.into_inner());
+    if flows.get(&client).is_some_and(|u| Arc::ptr_eq(u, upstream)) {
+        flows.remove(&client);
     }
 }
 
@@ -458,11 +597,11 @@ mod tests {
             want,
             BTreeMap::from([
                 (
-                    "10.96.0.5:80".parse().unwrap(),
+                    (Protocol::Tcp, "10.96.0.5:80".parse().unwrap()),
                     vec![sa("10.244.0.2:8080"), sa("10.244.1.3:8080")]
                 ),
                 (
-                    "10.96.0.5:9090".parse().unwrap(),
+                    (Protocol::Tcp, "10.96.0.5:9090".parse().unwrap()),
                     vec![sa("10.244.0.2:9100"), sa("10.244.1.3:9100")]
                 ),
             ])
@@ -470,18 +609,116 @@ mod tests {
     }
 
     #[test]
-    fn a_service_without_endpoints_listens_with_none_and_headless_or_udp_ones_are_skipped() {
+    fn a_service_without_endpoints_listens_with_none_and_headless_or_sctp_ones_are_skipped() {
         let svcs = [
             service("empty", "10.96.0.6", &[("", 80, "TCP")]),
             service("headless", "None", &[("", 80, "TCP")]),
             service("pending", "", &[("", 80, "TCP")]),
-            service("dns", "10.96.0.10", &[("", 53, "UDP")]),
+            service("sig", "10.96.0.11", &[("", 3868, "SCTP")]),
         ];
         let want = desired(&svcs, &[]);
         assert_eq!(
             want,
-            BTreeMap::from([("10.96.0.6:80".parse().unwrap(), vec![])])
+            BTreeMap::from([((Protocol::Tcp, "10.96.0.6:80".parse().unwrap()), vec![])])
         );
+    }
+
+    #[test]
+    fn udp_ports_map_to_the_endpoints_udp_port_of_the_same_name() {
+        let svcs = [service(
+            "dns",
+            "10.96.0.10",
+            &[("dns", 53, "UDP"), ("dns-tcp", 53, "TCP")],
+        )];
+        let mut eps = endpoints("dns", &["10.244.0.4"], &[], &[("dns-tcp", 5353)]);
+        eps.subsets[0].ports.push(api::EndpointPort {
+            name: "dns".into(),
+            port: 5300,
+            protocol: "UDP".into(),
+        });
+        let want = desired(&svcs, &[eps]);
+        assert_eq!(
+            want,
+            BTreeMap::from([
+                (
+                    (Protocol::Tcp, "10.96.0.10:53".parse().unwrap()),
+                    vec![sa("10.244.0.4:5353")]
+                ),
+                (
+                    (Protocol::Udp, "10.96.0.10:53".parse().unwrap()),
+                    vec![sa("10.244.0.4:5300")]
+                ),
+            ])
+        );
+    }
+
+    /// A UDP endpoint that answers each datagram with its name.
+    async fn udp_echo(name: &'static str) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+        let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = s.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            while let Ok((n, from)) = s.recv_from(&mut buf).await {
+                let reply = format!("{name}:{}", String::from_utf8_lossy(&buf[..n]));
+                let _ = s.send_to(reply.as_bytes(), from).await;
+            }
+        });
+        (addr, task)
+    }
+
+    async fn ask(client: &UdpSocket, frontend: SocketAddr, what: &str) -> String {
+        client.send_to(what.as_bytes(), frontend).await.unwrap();
+        let mut buf = [0u8; 512];
+        let (n, from) = tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buf))
+            .await
+            .expect("a reply")
+            .unwrap();
+        assert_eq!(from, frontend, "replies come from the service address");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    #[tokio::test]
+    async fn udp_flows_stick_to_one_endpoint_take_turns_and_leave_a_closed_one() {
+        let (a, _a) = udp_echo("a").await;
+        let (b, b_task) = udp_echo("b").await;
+        let frontend = listen_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let front = frontend.local_addr().unwrap();
+        let backends = Arc::new(Backends::default());
+        backends.set(vec![a, b]);
+        tokio::spawn(serve_udp(
+            "127.0.0.1:0".parse().unwrap(),
+            frontend,
+            backends.clone(),
+        ));
+
+        let one = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let two = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        // A flow keeps its endpoint; a second client gets the other one.
+        assert_eq!(ask(&one, front, "x").await, "a:x");
+        assert_eq!(ask(&one, front, "y").await, "a:y");
+        assert_eq!(ask(&two, front, "z").await, "b:z");
+        assert_eq!(ask(&two, front, "w").await, "b:w");
+
+        // b's port closes: two's next datagram is refused (ICMP), which
+        // ends its flow; the one after goes to a.
+        b_task.abort();
+        let _ = b_task.await;
+        two.send_to(b"lost", front).await.unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                two.send_to(b"again", front).await.unwrap();
+                let mut buf = [0u8; 512];
+                if let Ok(Ok((n, _))) =
+                    tokio::time::timeout(Duration::from_millis(200), two.recv_from(&mut buf)).await
+                {
+                    return String::from_utf8_lossy(&buf[..n]).into_owned();
+                }
+            }
+        })
+        .await
+        .expect("the flow moves to a live endpoint");
+        assert_eq!(answer, "a:again");
     }
 
     #[test]
