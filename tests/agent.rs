@@ -11,49 +11,17 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{Cluster, rafter_bin, wait_for};
+use common::agent::{
+    Agent, build_demo_image, clean_docker, create_token, docker, is_ready_node, wait_nodes_ready,
+};
+use common::{Cluster, wait_for};
 use rafter_client::Client;
-use rafter_nodeagent::docker::Docker;
 use rafter_nodeagent::runtime::{self as rt, ContainerRuntime};
 use rafter_proto::api;
 use rafter_proto::object::Object;
 use serde_json::json;
-
-async fn docker() -> Docker {
-    Docker::connect()
-        .await
-        .expect("these tests need the Docker engine (is dockerd running? /var/run/docker.sock)")
-}
-
-/// Removes the containers, pod networks and proxy interfaces of `nodes`
-/// (left by an earlier run, or by this one).
-async fn clean_docker(nodes: &[&str]) {
-    let d = docker().await;
-    for node in nodes {
-        for c in d.list(&[(rt::LABEL_NODE, node)]).await.unwrap_or_default() {
-            let _ = d.remove(&c.id).await;
-        }
-        let _ = Command::new("docker")
-            .args(["network", "rm", &format!("rafter-{node}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        // The service proxy's interface (a killed agent leaves it).
-        let _ = Command::new("ip")
-            .args([
-                "link",
-                "del",
-                &rafter_nodeagent::proxy::interface_name(node),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
 
 /// The containers of `node`, running or not: id → (pod name, container).
 async fn containers_of(node: &str) -> BTreeMap<String, (String, String, bool)> {
@@ -80,114 +48,6 @@ async fn containers_of(node: &str) -> BTreeMap<String, (String, String, bool)> {
         .collect()
 }
 
-/// One `rafter agent` process.
-struct Agent {
-    name: String,
-    data_dir: PathBuf,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-impl Agent {
-    fn new(cluster: &Cluster, name: &str) -> Agent {
-        Agent {
-            name: name.into(),
-            data_dir: cluster.dir.path().join(format!("agent-{name}")),
-            log: cluster.dir.path().join(format!("agent-{name}.log")),
-            child: None,
-        }
-    }
-
-    fn command(&self, cluster: &Cluster, token: Option<&str>) -> Command {
-        let mut c = Command::new(rafter_bin());
-        c.args([
-            "agent",
-            "--server",
-            &cluster.endpoint_flag(),
-            "--name",
-            &self.name,
-            "--data-dir",
-            &self.data_dir.to_string_lossy(),
-            "--heartbeat",
-            "500ms",
-            "--agent-port",
-            "0",
-        ]);
-        if let Some(t) = token {
-            c.args(["--token", t]);
-        }
-        c.env("RUST_LOG", "info,rafter_nodeagent=debug");
-        c
-    }
-
-    fn start(&mut self, cluster: &Cluster, token: Option<&str>) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("agent log");
-        let child = self
-            .command(cluster, token)
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("start rafter agent");
-        self.child = Some(child);
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn credential(&self) -> String {
-        std::fs::read_to_string(self.data_dir.join("credential"))
-            .expect("the agent saved its credential")
-            .trim()
-            .to_string()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.kill();
-        if std::thread::panicking() {
-            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(40).collect();
-            eprintln!("==== last lines of agent {} ====", self.name);
-            for l in tail.into_iter().rev() {
-                eprintln!("{l}");
-            }
-        }
-    }
-}
-
-fn build_demo_image(cluster: &Cluster) {
-    let (ok, out, err) = cluster.cli(&["image", "build-demo"]);
-    assert!(ok, "rafter image build-demo failed: {out}{err}");
-}
-
-fn create_token(cluster: &Cluster, ttl: &str) -> String {
-    let (ok, out, err) = cluster.cli(&["token", "create", "--ttl", ttl]);
-    assert!(ok, "token create: {err}");
-    let token = out.trim().to_string();
-    assert!(
-        rafter_apiserver::auth::parse_bootstrap_token(&token).is_some(),
-        "not a kubeadm-style token: {token:?}"
-    );
-    token
-}
-
-fn is_ready_node(n: &api::Node) -> bool {
-    n.status.as_ref().is_some_and(|s| {
-        s.conditions
-            .iter()
-            .any(|c| c.r#type == "Ready" && c.status == "True")
-    })
-}
-
 fn is_ready_pod(p: &api::Pod) -> bool {
     p.status.as_ref().is_some_and(|s| {
         s.phase == "Running"
@@ -195,25 +55,6 @@ fn is_ready_pod(p: &api::Pod) -> bool {
                 .iter()
                 .any(|c| c.r#type == "Ready" && c.status == "True")
     })
-}
-
-async fn wait_nodes_ready(client: &Client, names: &[&str]) -> Vec<api::Node> {
-    wait_for("nodes Ready", Duration::from_secs(60), || async {
-        let mut out = Vec::new();
-        for n in names {
-            match client.get_object::<api::Node>("", n).await {
-                Ok(node)
-                    if is_ready_node(&node)
-                        && !node.spec.clone().unwrap_or_default().pod_cidr.is_empty() =>
-                {
-                    out.push(node)
-                }
-                _ => return None,
-            }
-        }
-        Some(out)
-    })
-    .await
 }
 
 /// The pods of deployment `app`, once `count` of them are Running, Ready
@@ -308,7 +149,7 @@ async fn agents_run_pods_in_docker_and_survive_agent_and_master_failures() {
     build_demo_image(&cluster);
 
     // An unknown token is refused with a clear error.
-    let mut stranger = Agent::new(&cluster, "agt1-x");
+    let stranger = Agent::new(&cluster, "agt1-x");
     let out = stranger
         .command(&cluster, Some("abcdef.0123456789abcdef"))
         .output()
@@ -316,7 +157,6 @@ async fn agents_run_pods_in_docker_and_survive_agent_and_master_failures() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("not known to this cluster"), "{err}");
-    stranger.child = None;
 
     let token = create_token(&cluster, "1h");
     let mut a = Agent::new(&cluster, NODES[0]);

@@ -11,15 +11,13 @@ mod common;
 
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Cluster, rafter_bin, wait_for};
+use common::agent::{Agent, build_demo_image, clean_docker, create_token, wait_nodes_ready};
+use common::{Cluster, wait_for};
 use rafter_client::Client;
-use rafter_nodeagent::docker::Docker;
-use rafter_nodeagent::runtime::{self as rt, ContainerRuntime};
 use rafter_proto::api;
 use rustix::termios::{self, LocalModes, Winsize};
 use serde_json::json;
@@ -27,98 +25,10 @@ use serde_json::json;
 const NODE: &str = "exec-node-1";
 const POD: &str = "shell";
 
-/// Removes the node's containers, pod network and proxy interface.
-async fn clean_docker() {
-    let d = Docker::connect()
-        .await
-        .expect("this test needs the Docker engine (is dockerd running?)");
-    for c in d.list(&[(rt::LABEL_NODE, NODE)]).await.unwrap_or_default() {
-        let _ = d.remove(&c.id).await;
-    }
-    for cmd in [
-        vec!["docker", "network", "rm", &format!("rafter-{NODE}")],
-        vec![
-            "ip",
-            "link",
-            "del",
-            &rafter_nodeagent::proxy::interface_name(NODE),
-        ],
-    ] {
-        let _ = Command::new(cmd[0])
-            .args(&cmd[1..])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-/// The `rafter agent` of the node; killed on drop, its log printed when
-/// the test failed.
-struct Agent {
-    log: PathBuf,
-    child: Child,
-}
-
-impl Agent {
-    fn start(cluster: &Cluster, token: &str) -> Agent {
-        let log = cluster.dir.path().join(format!("agent-{NODE}.log"));
-        let file = std::fs::File::create(&log).expect("agent log");
-        let child = Command::new(rafter_bin())
-            .args([
-                "agent",
-                "--server",
-                &cluster.endpoint_flag(),
-                "--name",
-                NODE,
-            ])
-            .arg("--data-dir")
-            .arg(cluster.dir.path().join(format!("agent-{NODE}")))
-            .args([
-                "--heartbeat",
-                "500ms",
-                "--agent-port",
-                "0",
-                "--token",
-                token,
-            ])
-            .env("RUST_LOG", "info,rafter_nodeagent=debug")
-            .stdout(file.try_clone().expect("log"))
-            .stderr(file)
-            .spawn()
-            .expect("start rafter agent");
-        Agent { log, child }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(40).collect();
-            eprintln!("==== last lines of agent {NODE} ====");
-            for l in tail.into_iter().rev() {
-                eprintln!("{l}");
-            }
-        }
-    }
-}
-
 /// A running demo pod on the node, ready to exec into.
 async fn ready_pod(cluster: &Cluster, client: &Client) {
-    let (ok, out, err) = cluster.cli(&["image", "build-demo"]);
-    assert!(ok, "rafter image build-demo: {out}{err}");
-    wait_for("the node Ready", Duration::from_secs(60), || async {
-        let node = client.get_object::<api::Node>("", NODE).await.ok()?;
-        let status = node.status?;
-        status
-            .conditions
-            .iter()
-            .any(|c| c.r#type == "Ready" && c.status == "True")
-            .then_some(())
-    })
-    .await;
+    build_demo_image(cluster);
+    wait_nodes_ready(client, &[NODE]).await;
     let pod: api::Pod = serde_json::from_value(json!({
         "metadata": {"name": POD, "namespace": "default"},
         "spec": {
@@ -193,12 +103,12 @@ async fn exit_of(child: &mut Child) -> ExitStatus {
 /// through a master to the agent, with stdin, a terminal and exit codes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_streams_stdin_and_drives_a_remote_terminal() {
-    clean_docker().await;
+    clean_docker(&[NODE]).await;
     let cluster = Cluster::start(1, &["--pod-cidr", "10.208.0.0/16"]);
     let client = cluster.client().await;
-    let (ok, token, err) = cluster.cli(&["token", "create", "--ttl", "1h"]);
-    assert!(ok, "token create: {err}");
-    let agent = Agent::start(&cluster, token.trim());
+    let token = create_token(&cluster, "1h");
+    let mut agent = Agent::new(&cluster, NODE);
+    agent.start(&cluster, Some(&token));
     ready_pod(&cluster, &client).await;
 
     // (a) -i: a shell fed through a pipe answers each line before the next
@@ -352,5 +262,5 @@ async fn exec_streams_stdin_and_drives_a_remote_terminal() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("Unable to use a TTY"));
 
     drop(agent);
-    clean_docker().await;
+    clean_docker(&[NODE]).await;
 }

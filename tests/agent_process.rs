@@ -11,10 +11,11 @@ mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Cluster, rafter_bin, wait_for};
+use common::agent::Agent;
+use common::{Cluster, wait_for};
 use rafter_client::Client;
 use rafter_nodeagent::process::ProcessRuntime;
 use rafter_nodeagent::runtime::{self as rt, ContainerRunState, ContainerRuntime};
@@ -30,72 +31,6 @@ spec:
   containers:
   - {name: main, image: demo, command: [sh, -c, "echo started; exec sleep 1000"]}
 "#;
-
-/// One `rafter agent --container-runtime process`.
-struct Agent {
-    data_dir: PathBuf,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-impl Agent {
-    fn start(&mut self, cluster: &Cluster, token: Option<&str>) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("agent log");
-        let mut c = Command::new(rafter_bin());
-        c.args([
-            "agent",
-            "--server",
-            &cluster.endpoint_flag(),
-            "--name",
-            NODE,
-            "--data-dir",
-            &self.data_dir.to_string_lossy(),
-            "--heartbeat",
-            "500ms",
-            "--agent-port",
-            "0",
-            "--container-runtime",
-            "process",
-            "--no-service-proxy",
-        ]);
-        if let Some(t) = token {
-            c.args(["--token", t]);
-        }
-        let child = c
-            .env("RUST_LOG", "info,rafter_nodeagent=debug")
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("start rafter agent");
-        self.child = Some(child);
-    }
-
-    /// kill -9.
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.kill();
-        if std::thread::panicking() {
-            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(40).collect();
-            eprintln!("==== last lines of agent {NODE} ====");
-            for l in tail.into_iter().rev() {
-                eprintln!("{l}");
-            }
-        }
-    }
-}
 
 /// Kills, on the way out, the process group of every container under the
 /// runtime's root that still runs (a test that failed half-way).
@@ -207,11 +142,11 @@ async fn a_pod_runs_as_a_host_process_and_outlives_a_killed_agent() {
     let root = data_dir.join("process-runtime");
     let _leftovers = KillLeftovers(root.clone());
     std::fs::create_dir_all(image_dir(&root)).expect("the image directory");
-    let mut agent = Agent {
-        data_dir: data_dir.clone(),
-        log: cluster.dir.path().join(format!("agent-{NODE}.log")),
-        child: None,
-    };
+    let mut agent = Agent::new(&cluster, NODE).with_args(&[
+        "--container-runtime",
+        "process",
+        "--no-service-proxy",
+    ]);
     agent.start(&cluster, Some(token.trim()));
 
     let node_ip = wait_for("the node Ready", Duration::from_secs(60), || async {

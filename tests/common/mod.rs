@@ -14,6 +14,8 @@ use std::time::Instant;
 use rafter_client::Client;
 use rafter_client::ClientOptions;
 
+pub mod agent;
+
 /// The `rafter` binary under test.
 pub fn rafter_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_rafter"))
