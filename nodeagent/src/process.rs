@@ -551,13 +551,16 @@ fn run_state(dir: &Path) -> ContainerRunState {
 /// process group) with kill(1).
 async fn send_signal(signal: &str, target: &str) {
     let kill = find_tool("kill").unwrap_or_else(|| "kill".into());
-    let _ = tokio::process::Command::new(kill)
+    if let Err(e) = tokio::process::Command::new(kill)
         .args(["-s", signal, "--", target])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .await;
+        .await
+    {
+        tracing::warn!(signal, target, error = %e, "kill(1) could not run");
+    }
 }
 
 /// SIGKILLs the process group of `started` (if it is still the container's)
@@ -566,11 +569,11 @@ async fn kill_group(started: &Started) {
     if started.pid == 0 {
         return;
     }
-    if is_alive(started) {
-        send_signal("KILL", &format!("-{}", started.pid)).await;
-    }
+    // Sent again while the leader lives: a `kill` that could not even be
+    // spawned (a loaded machine) must not leave the group running.
     let deadline = tokio::time::Instant::now() + KILL_WAIT;
     while is_alive(started) && tokio::time::Instant::now() < deadline {
+        send_signal("KILL", &format!("-{}", started.pid)).await;
         tokio::time::sleep(POLL).await;
     }
 }
@@ -1239,8 +1242,19 @@ mod tests {
         // Ignores SIGTERM; its sleeps are in its process group.
         let id = run(
             &rt,
-            &config("stubborn", "trap '' TERM; while :; do sleep 0.1; done"),
+            &config(
+                "stubborn",
+                "trap '' TERM; echo trapped; while :; do sleep 0.1; done",
+            ),
         )
+        .await;
+        // A SIGTERM before the trap is set would end it at once.
+        eventually("the trap set", async || {
+            log_text(&rt, &id, LogOptions::default())
+                .await
+                .contains("trapped")
+                .then_some(())
+        })
         .await;
         let pid = rt.pid(&id).unwrap();
         let asked = std::time::Instant::now();
