@@ -14,7 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use common::agent::{
-    Agent, build_demo_image, clean_docker, create_token, docker, is_ready_node, wait_nodes_ready,
+    Agent, build_demo_image, clean_docker, create_token, docker, is_ready_node, join_node,
+    wait_nodes_ready,
 };
 use common::{Cluster, wait_for};
 use rafter_client::Client;
@@ -328,10 +329,7 @@ async fn pods_restart_probe_and_read_config_and_nodes_stay_in_their_lane() {
     let cluster = Cluster::start(3, &["--pod-cidr", "10.202.0.0/16"]);
     let client = cluster.client().await;
     build_demo_image(&cluster);
-    let token = create_token(&cluster, "1h");
-    let mut agent = Agent::new(&cluster, NODE);
-    agent.start(&cluster, Some(&token));
-    wait_nodes_ready(&client, &[NODE]).await;
+    let agent = join_node(&cluster, &client, NODE).await;
 
     let mut cm = api::ConfigMap::default();
     cm.metadata_mut().name = "settings".into();
@@ -767,10 +765,7 @@ async fn a_deleted_pod_terminates_gracefully_and_goes_when_its_container_stops()
     let cluster = Cluster::start(1, &["--pod-cidr", "10.206.0.0/16"]);
     let client = cluster.client().await;
     build_demo_image(&cluster);
-    let token = create_token(&cluster, "1h");
-    let mut agent = Agent::new(&cluster, NODE);
-    agent.start(&cluster, Some(&token));
-    wait_nodes_ready(&client, &[NODE]).await;
+    let agent = join_node(&cluster, &client, NODE).await;
 
     let pod = |name: &str, script: &str, grace: i64| -> api::Pod {
         serde_json::from_value(json!({

@@ -15,7 +15,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::agent::{Agent, build_demo_image, clean_docker, create_token, wait_nodes_ready};
+use common::agent::{build_demo_image, clean_docker, join_node};
 use common::{Cluster, wait_for};
 use rafter_client::Client;
 use rafter_proto::api;
@@ -28,7 +28,6 @@ const POD: &str = "shell";
 /// A running demo pod on the node, ready to exec into.
 async fn ready_pod(cluster: &Cluster, client: &Client) {
     build_demo_image(cluster);
-    wait_nodes_ready(client, &[NODE]).await;
     let pod: api::Pod = serde_json::from_value(json!({
         "metadata": {"name": POD, "namespace": "default"},
         "spec": {
@@ -106,9 +105,7 @@ async fn exec_streams_stdin_and_drives_a_remote_terminal() {
     clean_docker(&[NODE]).await;
     let cluster = Cluster::start(1, &["--pod-cidr", "10.208.0.0/16"]);
     let client = cluster.client().await;
-    let token = create_token(&cluster, "1h");
-    let mut agent = Agent::new(&cluster, NODE);
-    agent.start(&cluster, Some(&token));
+    let agent = join_node(&cluster, &client, NODE).await;
     ready_pod(&cluster, &client).await;
 
     // (a) -i: a shell fed through a pipe answers each line before the next

@@ -590,7 +590,7 @@ impl PodManager {
         if !app.is_empty() {
             next.phase = status::stopped_phase(&next.container_statuses).into();
             if !self.write_status(&pod, next).await {
-                return Ok(()); // the last status first: again next round
+                return Ok(()); // the last status first: again next sync
             }
         }
         for c in app.iter().chain(sandboxes.iter()) {
@@ -619,7 +619,7 @@ impl PodManager {
             // Gone already, or a namesake: nothing of ours is left.
             Err(e) if e.is_reason("NotFound") || e.is_reason("Conflict") => {}
             Err(e) => {
-                tracing::warn!(pod = %m.name, error = %e, "terminated pod not deleted; retrying next round");
+                tracing::warn!(pod = %m.name, error = %e, "terminated pod not deleted; retrying");
             }
         }
         Ok(())
@@ -786,7 +786,7 @@ impl PodManager {
                                 .verdict(&self.runtime, ProbeKind::Liveness, p, &target)
                         {
                             // Stopped in the background (the grace period may
-                            // be long); the next rounds restart it per policy.
+                            // be long); the next syncs restart it per policy.
                             tracing::info!(pod = %m.name, container = %c.name, "liveness probe failed; restarting");
                             self.stop_in_background(cur.clone(), grace_of(pod), false);
                             view.ready = false;
@@ -886,7 +886,7 @@ impl PodManager {
                     .insert(m.uid.clone(), m.resource_version.clone());
                 true
             }
-            // The cache was behind (the next round has the newer pod), or
+            // The cache was behind (the next sync has the newer pod), or
             // the pod is gone.
             Err(e) if e.is_reason("Conflict") || e.is_reason("NotFound") => false,
             Err(e) => {

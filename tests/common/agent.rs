@@ -188,3 +188,13 @@ pub async fn wait_nodes_ready(client: &Client, names: &[&str]) -> Vec<api::Node>
     })
     .await
 }
+
+/// Joins one node `name` with a fresh bootstrap token and waits until it is
+/// Ready with a podCIDR.
+pub async fn join_node(cluster: &Cluster, client: &Client, name: &str) -> Agent {
+    let token = create_token(cluster, "1h");
+    let mut agent = Agent::new(cluster, name);
+    agent.start(cluster, Some(&token));
+    wait_nodes_ready(client, &[name]).await;
+    agent
+}
