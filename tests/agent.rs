@@ -397,9 +397,11 @@ async fn pods_restart_probe_and_read_config_and_nodes_stay_in_their_lane() {
     client
         .create(&pod(
             "flaky",
+            // Only the subshell that later removes /ready runs in the
+            // background: /www must exist before httpd starts.
             json!({"containers": [{
                 "name": "web", "image": "rafter/demo:latest",
-                "command": sleeper("mkdir -p /www && hostname > /www/index.html && touch /www/ready && (sleep 15; rm /www/ready) & exec httpd -f -p 80 -h /www"),
+                "command": sleeper("mkdir -p /www && hostname > /www/index.html && touch /www/ready || exit 1; (sleep 15; rm /www/ready) & exec httpd -f -p 80 -h /www"),
                 "ports": [{"name": "http", "containerPort": 80}],
                 "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"}, "periodSeconds": 1, "failureThreshold": 1},
             }]}),
