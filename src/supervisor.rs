@@ -16,6 +16,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use rafter_client::informer::Informers;
 use rafter_proto::kv as pb;
 use rafter_raft_store::node::Node;
 use serde::{Deserialize, Serialize};
@@ -174,8 +175,12 @@ impl Supervisor {
                     }
                 };
             record(&node, term, &stop2).await;
-            let scheduler = rafter_scheduler::Scheduler::new(client.clone()).run(stop2.clone());
-            let controllers = rafter_controllers::run(client, controllers, stop2.clone());
+            // One list and one watch per kind for every component.
+            let informers = Informers::new(client.clone());
+            let scheduler =
+                rafter_scheduler::Scheduler::new(client.clone()).run(&informers, stop2.clone());
+            let controllers =
+                rafter_controllers::run(client, &informers, controllers, stop2.clone());
             tokio::join!(scheduler, controllers);
         });
         tasks

@@ -395,6 +395,10 @@ async fn list_then_watch_misses_nothing_across_master_kills() {
         watcher.watch_objects::<api::ConfigMap>("default", "", "", &list.resource_version);
     let (cache, mut changes) = informer::start::<api::ConfigMap>(watcher.clone(), "default", "");
     cache.wait_synced().await;
+    // Shared informers: one subscriber from the start, one joining half-way.
+    let informers = informer::Informers::new(watcher.clone());
+    let (shared_cache, mut early) = informers.start::<api::ConfigMap>("default", "");
+    let mut late = None;
 
     const N: usize = 40;
     let collector = tokio::spawn(async move {
@@ -414,6 +418,9 @@ async fn list_then_watch_misses_nothing_across_master_kills() {
     for i in 0..N {
         if i == 12 {
             cluster.kill(leader);
+        }
+        if i == 20 {
+            late = Some(informers.start::<api::ConfigMap>("default", ""));
         }
         if i == 22 {
             cluster.restart(leader);
@@ -458,6 +465,30 @@ async fn list_then_watch_misses_nothing_across_master_kills() {
     want.extend(expected);
     assert_eq!(applied, want, "informer events");
     assert!(cache.get("default", "cm-39").is_some());
+
+    // Both subscribers of the shared informer saw every object once, in
+    // order: the late one first what was cached when it joined (names sort
+    // in creation order here), then each later create.
+    let (late_cache, mut late) = late.expect("joined");
+    while shared_cache.len() < N + 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "shared cache has {} objects",
+            shared_cache.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(late_cache.len(), N + 1, "one cache for every subscriber");
+    for (who, rx) in [("early", &mut early), ("late", &mut late)] {
+        let mut applied = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            if let informer::Event::Applied(cm) = e {
+                applied.push(cm.metadata().name.clone());
+            }
+        }
+        assert_eq!(applied, want, "{who} subscriber's events");
+    }
+    assert_eq!(informers.running(), 1, "one list and watch for both");
 }
 
 #[tokio::test(flavor = "multi_thread")]

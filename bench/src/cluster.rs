@@ -122,6 +122,10 @@ impl Cluster {
                 source,
             }
         })?;
+        // Warnings only, unless RAFTER_BENCH_SERVER_LOG names a filter
+        // (`info`, `rafter_scheduler=debug`, ...) to profile a run by.
+        let log_filter =
+            std::env::var("RAFTER_BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".to_string());
         let servers = (0..n)
             .map(|i| {
                 let name = format!("m{}", i + 1);
@@ -144,7 +148,7 @@ impl Cluster {
                     name,
                     program: bin.to_path_buf(),
                     args,
-                    env: vec![("RUST_LOG".into(), "warn".into())],
+                    env: vec![("RUST_LOG".into(), log_filter.clone())],
                 })
             })
             .collect();

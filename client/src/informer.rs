@@ -8,9 +8,18 @@
 //! changes), so no change is missed; only when that revision has been
 //! compacted away (Gone) does the informer list again, and then it reports
 //! the difference between its cache and the new list as events.
+//!
+//! Components that run together share informers through [`Informers`]:
+//! one list and one watch per kind and selector, however many components
+//! read it (as client-go's shared informer factory). Each subscriber gets
+//! its own change stream, which begins with the objects already cached;
+//! the streams are unbounded, so a slow subscriber delays no one else.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::any::{Any, TypeId};
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, RwLock};
 
 use futures::StreamExt;
 use rafter_proto::object::Object;
@@ -26,6 +35,9 @@ pub enum Event<K> {
     /// Gone from the cache: its last state.
     Deleted(K),
 }
+
+/// The stream of changes one subscriber receives, in the order applied.
+pub type Events<K> = mpsc::UnboundedReceiver<Event<K>>;
 
 /// The cache an informer keeps; cheap to clone, shared with the informer.
 #[derive(Debug)]
@@ -92,14 +104,14 @@ fn key_of<K: Object>(obj: &K) -> (String, String) {
     (m.namespace.clone(), m.name.clone())
 }
 
-/// Starts an informer for kind `K` in `namespace` ("" for all) with a label
-/// selector ("" for all). Returns the cache and the stream of changes (in
-/// the order applied). The informer runs until the receiver is dropped.
+/// Starts an informer of its own for kind `K` in `namespace` ("" for all)
+/// with a label selector ("" for all). Returns the cache and the stream of
+/// changes. The informer runs until the stream is dropped.
 pub fn start<K: Object>(
     client: Client,
     namespace: &str,
     label_selector: &str,
-) -> (Cache<K>, mpsc::Receiver<Event<K>>) {
+) -> (Cache<K>, Events<K>) {
     start_selected(client, namespace, label_selector, "")
 }
 
@@ -110,45 +122,190 @@ pub fn start_selected<K: Object>(
     namespace: &str,
     label_selector: &str,
     field_selector: &str,
-) -> (Cache<K>, mpsc::Receiver<Event<K>>) {
-    let objects = Arc::new(RwLock::new(BTreeMap::new()));
-    let (synced_tx, synced) = watch::channel(false);
-    let (tx, rx) = mpsc::channel(1024);
-    let cache = Cache {
-        objects: objects.clone(),
-        synced,
-    };
-    let namespace = namespace.to_string();
-    let selector = label_selector.to_string();
-    let fields = field_selector.to_string();
-    tokio::spawn(async move {
-        run::<K>(client, namespace, selector, fields, objects, synced_tx, tx).await;
-    });
-    (cache, rx)
+) -> (Cache<K>, Events<K>) {
+    let (shared, synced) = Shared::new();
+    let subscription = shared.subscribe();
+    let only = shared.subscribers.lock().expect("subscribers lock")[0].clone();
+    let until: Until = Box::pin(async move { only.closed().await });
+    let selection = Selection::new(namespace, label_selector, field_selector);
+    tokio::spawn(run::<K>(client, selection, shared, synced, until));
+    subscription
+}
+
+/// Informers shared by the components that run together (the scheduler
+/// and the controllers of one leader term): the first request for a kind
+/// and selection starts its informer, later ones subscribe to it. Cheap to
+/// clone; the informers stop when the last clone is dropped.
+#[derive(Clone)]
+pub struct Informers {
+    inner: Arc<Factory>,
+}
+
+struct Factory {
+    client: Client,
+    informers: Mutex<HashMap<(TypeId, Selection), Arc<dyn Any + Send + Sync>>>,
+    /// Dropped with the factory, which ends every informer it started.
+    alive: watch::Sender<()>,
+}
+
+impl std::fmt::Debug for Informers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Informers")
+            .field("running", &self.running())
+            .finish()
+    }
+}
+
+impl Informers {
+    /// Informers that list and watch through `client`.
+    pub fn new(client: Client) -> Self {
+        Informers {
+            inner: Arc::new(Factory {
+                client,
+                informers: Mutex::default(),
+                alive: watch::Sender::new(()),
+            }),
+        }
+    }
+
+    /// How many informers run: one per kind and selection asked for.
+    pub fn running(&self) -> usize {
+        self.inner.informers.lock().expect("informers lock").len()
+    }
+
+    /// The cache and a new change stream of kind `K` in `namespace` ("" for
+    /// all) with a label selector ("" for all).
+    pub fn start<K: Object>(&self, namespace: &str, label_selector: &str) -> (Cache<K>, Events<K>) {
+        self.start_selected(namespace, label_selector, "")
+    }
+
+    /// [`Informers::start`] with a field selector too.
+    pub fn start_selected<K: Object>(
+        &self,
+        namespace: &str,
+        label_selector: &str,
+        field_selector: &str,
+    ) -> (Cache<K>, Events<K>) {
+        let selection = Selection::new(namespace, label_selector, field_selector);
+        let mut informers = self.inner.informers.lock().expect("informers lock");
+        let entry = informers
+            .entry((TypeId::of::<K>(), selection.clone()))
+            .or_insert_with(|| {
+                let (shared, synced) = Shared::<K>::new();
+                let mut alive = self.inner.alive.subscribe();
+                let until: Until = Box::pin(async move { while alive.changed().await.is_ok() {} });
+                tokio::spawn(run::<K>(
+                    self.inner.client.clone(),
+                    selection,
+                    shared.clone(),
+                    synced,
+                    until,
+                ));
+                shared
+            });
+        entry
+            .clone()
+            .downcast::<Shared<K>>()
+            .expect("one kind per type id")
+            .subscribe()
+    }
+}
+
+/// What an informer lists and watches.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Selection {
+    namespace: String,
+    labels: String,
+    fields: String,
+}
+
+impl Selection {
+    fn new(namespace: &str, labels: &str, fields: &str) -> Self {
+        Selection {
+            namespace: namespace.to_string(),
+            labels: labels.to_string(),
+            fields: fields.to_string(),
+        }
+    }
+}
+
+/// Resolves when the informer should stop.
+type Until = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// One informer's cache and subscribers.
+struct Shared<K> {
+    objects: Arc<RwLock<BTreeMap<(String, String), K>>>,
+    synced: watch::Receiver<bool>,
+    /// Locked before `objects` by both the informer (apply, then send) and
+    /// a new subscriber (snapshot, then join), so that every subscriber
+    /// sees each change exactly once, after the objects it began with.
+    subscribers: Mutex<Vec<mpsc::UnboundedSender<Event<K>>>>,
+}
+
+impl<K: Object> Shared<K> {
+    fn new() -> (Arc<Self>, watch::Sender<bool>) {
+        let (synced_tx, synced) = watch::channel(false);
+        let shared = Shared {
+            objects: Arc::default(),
+            synced,
+            subscribers: Mutex::default(),
+        };
+        (Arc::new(shared), synced_tx)
+    }
+
+    fn subscribe(&self) -> (Cache<K>, Events<K>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut subscribers = self.subscribers.lock().expect("subscribers lock");
+        for o in self.objects.read().expect("cache lock").values() {
+            let _ = tx.send(Event::Applied(o.clone()));
+        }
+        subscribers.push(tx);
+        let cache = Cache {
+            objects: self.objects.clone(),
+            synced: self.synced.clone(),
+        };
+        (cache, rx)
+    }
+
+    /// Changes the cache with `change`, which says what it changed, and
+    /// tells every subscriber.
+    fn apply(&self, change: impl FnOnce(&mut BTreeMap<(String, String), K>) -> Vec<Event<K>>) {
+        let mut subscribers = self.subscribers.lock().expect("subscribers lock");
+        let events = change(&mut self.objects.write().expect("cache lock"));
+        subscribers.retain(|s| events.iter().all(|e| s.send(e.clone()).is_ok()));
+    }
 }
 
 async fn run<K: Object>(
     client: Client,
-    namespace: String,
-    selector: String,
-    fields: String,
-    objects: Arc<RwLock<BTreeMap<(String, String), K>>>,
+    selection: Selection,
+    shared: Arc<Shared<K>>,
     synced: watch::Sender<bool>,
-    tx: mpsc::Sender<Event<K>>,
+    mut until: Until,
 ) {
+    let Selection {
+        namespace,
+        labels,
+        fields,
+    } = &selection;
     loop {
         // List, and turn the difference from the cache into events.
-        let list = match client.list::<K>(&namespace, &selector, &fields).await {
+        let listed = tokio::select! {
+            l = client.list::<K>(namespace, labels, fields) => l,
+            _ = &mut until => return,
+        };
+        let list = match listed {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(kind = K::INFO.kind, error = %e, "informer list failed; retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                continue;
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => continue,
+                    _ = &mut until => return,
+                }
             }
         };
-        let mut events = Vec::new();
-        {
-            let mut cache = objects.write().expect("cache lock");
+        shared.apply(|cache| {
+            let mut events = Vec::new();
             let fresh: BTreeMap<_, _> = list.items.into_iter().map(|o| (key_of(&o), o)).collect();
             for (k, old) in cache.iter() {
                 if !fresh.contains_key(k) {
@@ -161,38 +318,28 @@ async fn run<K: Object>(
                 }
             }
             *cache = fresh;
-        }
+            events
+        });
         let _ = synced.send(true);
-        for e in events {
-            if tx.send(e).await.is_err() {
-                return;
-            }
-        }
         let mut stream =
-            client.watch_objects::<K>(&namespace, &selector, &fields, &list.resource_version);
+            client.watch_objects::<K>(namespace, labels, fields, &list.resource_version);
         let err: Error = loop {
             let event = tokio::select! {
                 e = stream.next() => e,
-                _ = tx.closed() => return,
+                _ = &mut until => return,
             };
-            let applied = match event {
+            match event {
                 None => break Error::Unavailable { tried: Vec::new() },
                 Some(Err(e)) => break e,
                 Some(Ok(WatchEvent::Bookmark(_))) => continue,
-                Some(Ok(WatchEvent::Added(o) | WatchEvent::Modified(o))) => {
-                    objects
-                        .write()
-                        .expect("cache lock")
-                        .insert(key_of(&o), o.clone());
-                    Event::Applied(o)
-                }
-                Some(Ok(WatchEvent::Deleted(o))) => {
-                    objects.write().expect("cache lock").remove(&key_of(&o));
-                    Event::Deleted(o)
-                }
-            };
-            if tx.send(applied).await.is_err() {
-                return;
+                Some(Ok(WatchEvent::Added(o) | WatchEvent::Modified(o))) => shared.apply(|cache| {
+                    cache.insert(key_of(&o), o.clone());
+                    vec![Event::Applied(o)]
+                }),
+                Some(Ok(WatchEvent::Deleted(o))) => shared.apply(|cache| {
+                    cache.remove(&key_of(&o));
+                    vec![Event::Deleted(o)]
+                }),
             }
         };
         tracing::info!(kind = K::INFO.kind, error = %err, "informer watch ended; listing again");

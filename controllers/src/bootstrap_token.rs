@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use rafter_client::informer::{self, Cache};
+use rafter_client::informer::{Cache, Informers};
 use rafter_client::{Client, DeleteOptions, Error};
 use rafter_proto::api;
 use rafter_proto::object::Object;
@@ -63,8 +63,8 @@ impl Reconciler for TokenCleaner {
 }
 
 /// Runs the token cleaner until `shutdown`.
-pub async fn run(client: Client, shutdown: CancellationToken) {
-    let (secrets, events) = informer::start::<api::Secret>(client.clone(), SYSTEM_NAMESPACE, "");
+pub async fn run(client: Client, informers: &Informers, shutdown: CancellationToken) {
+    let (secrets, events) = informers.start::<api::Secret>(SYSTEM_NAMESPACE, "");
     let queue = Queue::new();
     let q = queue.clone();
     forward(events, shutdown.clone(), move |e| {

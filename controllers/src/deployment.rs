@@ -45,7 +45,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use rafter_client::events::{EventType, Recorder};
-use rafter_client::informer::{self, Cache, Event};
+use rafter_client::informer::{Cache, Event, Events, Informers};
 use rafter_client::{Client, DeleteOptions, Error};
 use rafter_proto::age::{format_rfc3339_utc, parse_rfc3339_utc};
 use rafter_proto::api;
@@ -97,9 +97,9 @@ const CACHE_WAIT: Duration = Duration::from_secs(10);
 const WORKERS: usize = 2;
 
 /// Runs the Deployment controller until `shutdown` is cancelled.
-pub async fn run(client: Client, shutdown: CancellationToken) {
-    let (deployments, d_events) = informer::start::<api::Deployment>(client.clone(), "", "");
-    let (replica_sets, rs_events) = informer::start::<api::ReplicaSet>(client.clone(), "", "");
+pub async fn run(client: Client, informers: &Informers, shutdown: CancellationToken) {
+    let (deployments, d_events) = informers.start::<api::Deployment>("", "");
+    let (replica_sets, rs_events) = informers.start::<api::ReplicaSet>("", "");
     let synced = async {
         deployments.wait_synced().await;
         replica_sets.wait_synced().await;
@@ -134,7 +134,7 @@ pub async fn run(client: Client, shutdown: CancellationToken) {
 /// A ReplicaSet change queues its Deployment, or for an orphan every
 /// Deployment that could adopt it.
 async fn forward_replica_sets(
-    mut events: tokio::sync::mpsc::Receiver<Event<api::ReplicaSet>>,
+    mut events: Events<api::ReplicaSet>,
     deployments: Cache<api::Deployment>,
     queue: Queue,
     shutdown: CancellationToken,

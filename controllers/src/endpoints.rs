@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use rafter_client::informer::{self, Cache, Event};
+use rafter_client::informer::{Cache, Event, Informers};
 use rafter_client::{Client, DeleteOptions, Error};
 use rafter_proto::api;
 use rafter_proto::object::Object;
@@ -216,10 +216,10 @@ impl Reconciler for EndpointsController {
 }
 
 /// Runs the endpoints controller until `shutdown`.
-pub async fn run(client: Client, shutdown: CancellationToken) {
-    let (services, service_events) = informer::start::<api::Service>(client.clone(), "", "");
-    let (pods, pod_events) = informer::start::<api::Pod>(client.clone(), "", "");
-    let (endpoints, endpoints_events) = informer::start::<api::Endpoints>(client.clone(), "", "");
+pub async fn run(client: Client, informers: &Informers, shutdown: CancellationToken) {
+    let (services, service_events) = informers.start::<api::Service>("", "");
+    let (pods, pod_events) = informers.start::<api::Pod>("", "");
+    let (endpoints, endpoints_events) = informers.start::<api::Endpoints>("", "");
     let queue = Queue::new();
     let q = queue.clone();
     forward(service_events, shutdown.clone(), move |e| {

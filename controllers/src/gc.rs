@@ -22,7 +22,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rafter_client::informer::{self, Cache, Event};
+use rafter_client::informer::{Cache, Event, Informers};
 use rafter_client::{Client, DeleteOptions, Error};
 use rafter_proto::api;
 use rafter_proto::object::{KINDS, KindInfo, Object};
@@ -331,12 +331,12 @@ impl Reconciler for GarbageCollector {
 
 /// Starts the informer of kind `K`, feeding the index and the queue.
 fn watch_kind<K: Object>(
-    client: &Client,
+    informers: &Informers,
     index: &Arc<Mutex<DependentIndex>>,
     queue: &Queue,
     shutdown: &CancellationToken,
 ) -> Cache<K> {
-    let (cache, events) = informer::start::<K>(client.clone(), "", "");
+    let (cache, events) = informers.start::<K>("", "");
     let index = index.clone();
     let queue = queue.clone();
     let info: &'static KindInfo = K::INFO;
@@ -381,14 +381,14 @@ fn watch_kind<K: Object>(
 }
 
 /// Runs the garbage collector until `shutdown`.
-pub async fn run(client: Client, shutdown: CancellationToken) {
+pub async fn run(client: Client, informers: &Informers, shutdown: CancellationToken) {
     let index: Arc<Mutex<DependentIndex>> = Arc::default();
     let queue = Queue::new();
     let mut caches: HashMap<&'static str, Box<dyn MetaCache>> = HashMap::new();
     let mut synced = Vec::new();
     for info in KINDS.iter().filter(|k| k.kind != "Event") {
         with_kind!(info.kind, K => {
-            let cache = watch_kind::<K>(&client, &index, &queue, &shutdown);
+            let cache = watch_kind::<K>(informers, &index, &queue, &shutdown);
             let c = cache.clone();
             synced.push(tokio::spawn(async move { c.wait_synced().await }));
             caches.insert(info.kind, Box::new(cache));

@@ -1,15 +1,13 @@
 //! Turning an informer's change stream into work-queue keys: each
 //! controller says which keys a change concerns, this runs the loop.
 
-use rafter_client::informer::Event;
-use tokio::sync::mpsc;
+use rafter_client::informer::{Event, Events};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// Calls `on_event` for every change from `rx` until `shutdown` (dropping
-/// `rx` then, which stops the informer).
+/// Calls `on_event` for every change from `rx` until `shutdown`.
 pub fn forward<K: Send + 'static>(
-    mut rx: mpsc::Receiver<Event<K>>,
+    mut rx: Events<K>,
     shutdown: CancellationToken,
     mut on_event: impl FnMut(Event<K>) + Send + 'static,
 ) -> JoinHandle<()> {

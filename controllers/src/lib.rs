@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use rafter_client::Client;
+use rafter_client::informer::Informers;
 use tokio_util::sync::CancellationToken;
 
 /// Settings of the controllers (`rafter server` flags).
@@ -50,23 +51,36 @@ impl Default for Options {
     }
 }
 
-/// Runs every controller until `shutdown` is cancelled.
-pub async fn run(client: Client, options: Options, shutdown: CancellationToken) {
+/// Runs every controller until `shutdown` is cancelled, reading through
+/// `informers` (shared with the scheduler of the same term) and writing
+/// through `client`.
+pub async fn run(
+    client: Client,
+    informers: &Informers,
+    options: Options,
+    shutdown: CancellationToken,
+) {
     tokio::join!(
         // Workloads.
-        replicaset::run(client.clone(), shutdown.clone()),
-        deployment::run(client.clone(), shutdown.clone()),
+        replicaset::run(client.clone(), informers, shutdown.clone()),
+        deployment::run(client.clone(), informers, shutdown.clone()),
         // Cluster infrastructure: nodes, endpoints, namespaces, ownership.
         node_lifecycle::run(
             client.clone(),
+            informers,
             options.node_grace_period,
             options.pod_eviction_timeout,
             shutdown.clone(),
         ),
-        node_ipam::run(client.clone(), options.pod_cidr, shutdown.clone()),
-        endpoints::run(client.clone(), shutdown.clone()),
-        namespace::run(client.clone(), shutdown.clone()),
-        gc::run(client.clone(), shutdown.clone()),
-        bootstrap_token::run(client.clone(), shutdown.clone()),
+        node_ipam::run(
+            client.clone(),
+            informers,
+            options.pod_cidr,
+            shutdown.clone()
+        ),
+        endpoints::run(client.clone(), informers, shutdown.clone()),
+        namespace::run(client.clone(), informers, shutdown.clone()),
+        gc::run(client.clone(), informers, shutdown.clone()),
+        bootstrap_token::run(client.clone(), informers, shutdown.clone()),
     );
 }

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rafter_client::informer::{self, Cache};
+use rafter_client::informer::{Cache, Informers};
 use rafter_client::{Client, DeleteOptions, Error};
 use rafter_proto::api;
 use rafter_proto::object::{KINDS, Object};
@@ -92,8 +92,8 @@ impl Reconciler for NamespaceController {
 }
 
 /// Runs the namespace controller until `shutdown`.
-pub async fn run(client: Client, shutdown: CancellationToken) {
-    let (namespaces, events) = informer::start::<api::Namespace>(client.clone(), "", "");
+pub async fn run(client: Client, informers: &Informers, shutdown: CancellationToken) {
+    let (namespaces, events) = informers.start::<api::Namespace>("", "");
     let queue = Queue::new();
     let q = queue.clone();
     forward(events, shutdown.clone(), move |e| {

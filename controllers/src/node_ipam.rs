@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use rafter_client::events::{EventType, Recorder};
-use rafter_client::informer::{self, Cache, Event};
+use rafter_client::informer::{Cache, Event, Informers};
 use rafter_client::{Client, Error};
 use rafter_proto::api;
 use tokio_util::sync::CancellationToken;
@@ -131,8 +131,8 @@ impl Reconciler for NodeIpam {
 }
 
 /// Runs node IPAM until `shutdown`.
-pub async fn run(client: Client, pool: IpNet, shutdown: CancellationToken) {
-    let (nodes, events) = informer::start::<api::Node>(client.clone(), "", "");
+pub async fn run(client: Client, informers: &Informers, pool: IpNet, shutdown: CancellationToken) {
+    let (nodes, events) = informers.start::<api::Node>("", "");
     let queue = Queue::new();
     let q = queue.clone();
     let cache = nodes.clone();

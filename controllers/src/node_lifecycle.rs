@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use rafter_client::events::{EventType, Recorder};
-use rafter_client::informer::{self, Cache, Event};
+use rafter_client::informer::{Cache, Event, Informers};
 use rafter_client::{Client, DeleteOptions, Error};
 use rafter_proto::age::format_rfc3339_utc;
 use rafter_proto::api;
@@ -445,11 +445,16 @@ impl Reconciler for NodeLifecycle {
 }
 
 /// Runs the node lifecycle controller until `shutdown`.
-pub async fn run(client: Client, grace: Duration, eviction: Duration, shutdown: CancellationToken) {
-    let (nodes, node_events) = informer::start::<api::Node>(client.clone(), "", "");
-    let (pods, pod_events) = informer::start::<api::Pod>(client.clone(), "", "");
-    let (leases, lease_events) =
-        informer::start::<api::Lease>(client.clone(), NODE_LEASE_NAMESPACE, "");
+pub async fn run(
+    client: Client,
+    informers: &Informers,
+    grace: Duration,
+    eviction: Duration,
+    shutdown: CancellationToken,
+) {
+    let (nodes, node_events) = informers.start::<api::Node>("", "");
+    let (pods, pod_events) = informers.start::<api::Pod>("", "");
+    let (leases, lease_events) = informers.start::<api::Lease>(NODE_LEASE_NAMESPACE, "");
     let queue = Queue::new();
     let q = queue.clone();
     forward(

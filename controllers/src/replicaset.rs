@@ -40,7 +40,7 @@ use std::time::{Duration, SystemTime};
 
 use futures::future::join_all;
 use rafter_client::events::{EventType, Recorder};
-use rafter_client::informer::{self, Cache, Event};
+use rafter_client::informer::{Cache, Event, Events, Informers};
 use rafter_client::{Client, DeleteOptions, Error};
 use rafter_proto::age::parse_rfc3339_utc;
 use rafter_proto::api;
@@ -63,9 +63,9 @@ pub const EXPECTATION_TIMEOUT: Duration = Duration::from_secs(30);
 const WORKERS: usize = 4;
 
 /// Runs the ReplicaSet controller until `shutdown` is cancelled.
-pub async fn run(client: Client, shutdown: CancellationToken) {
-    let (replica_sets, rs_events) = informer::start::<api::ReplicaSet>(client.clone(), "", "");
-    let (pods, pod_events) = informer::start::<api::Pod>(client.clone(), "", "");
+pub async fn run(client: Client, informers: &Informers, shutdown: CancellationToken) {
+    let (replica_sets, rs_events) = informers.start::<api::ReplicaSet>("", "");
+    let (pods, pod_events) = informers.start::<api::Pod>("", "");
     let synced = async {
         replica_sets.wait_synced().await;
         pods.wait_synced().await;
@@ -102,7 +102,7 @@ pub async fn run(client: Client, shutdown: CancellationToken) {
 /// Pod changes: note the revision seen (for expectations) and queue the
 /// owning ReplicaSet, or for an orphan every ReplicaSet that could adopt it.
 async fn forward_pods(
-    mut events: tokio::sync::mpsc::Receiver<Event<api::Pod>>,
+    mut events: Events<api::Pod>,
     replica_sets: Cache<api::ReplicaSet>,
     observed: Arc<AtomicU64>,
     queue: Queue,

@@ -42,11 +42,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use rafter_client::informer::{Cache, Event};
+use rafter_client::informer::{Cache, Event, Events};
 use rafter_client::{Client, DeleteOptions};
 use rafter_proto::api;
 use rafter_proto::object::Object;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -293,7 +292,7 @@ impl PodManager {
     /// are gone, every `period`.
     pub async fn run(
         self: Arc<Self>,
-        mut events: mpsc::Receiver<Event<api::Pod>>,
+        mut events: Events<api::Pod>,
         period: Duration,
         shutdown: CancellationToken,
     ) {

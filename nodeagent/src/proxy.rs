@@ -36,11 +36,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use rafter_client::informer::{Cache, Event};
+use rafter_client::informer::{Cache, Events};
 use rafter_proto::api;
 use rafter_proto::object::Object;
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -466,9 +465,9 @@ fn parse_addresses(out: &str) -> BTreeSet<Ipv4Addr> {
 /// The informers the proxy follows.
 pub struct Watched {
     pub services: Cache<api::Service>,
-    pub service_events: mpsc::Receiver<Event<api::Service>>,
+    pub service_events: Events<api::Service>,
     pub endpoints: Cache<api::Endpoints>,
-    pub endpoint_events: mpsc::Receiver<Event<api::Endpoints>>,
+    pub endpoint_events: Events<api::Endpoints>,
 }
 
 /// Runs the proxy of `node` until `shutdown`: applies the rules at once

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use rafter_client::events::{EventType, Recorder};
-use rafter_client::informer::{self, Event};
+use rafter_client::informer::{Event, Informers};
 use rafter_client::{Client, Error};
 use rafter_proto::age::format_rfc3339_utc;
 use rafter_proto::api;
@@ -88,12 +88,14 @@ impl Scheduler {
         Scheduler { client, options }
     }
 
-    /// Schedules until `shutdown` is cancelled. Waits for the first list of
-    /// nodes and pods before deciding anything, so that it never places a
-    /// pod on a node whose pods it has not counted yet.
-    pub async fn run(self, shutdown: CancellationToken) {
-        let (nodes, mut node_events) = informer::start::<api::Node>(self.client.clone(), "", "");
-        let (pods, mut pod_events) = informer::start::<api::Pod>(self.client.clone(), "", "");
+    /// Schedules until `shutdown` is cancelled, reading nodes and pods
+    /// through `informers` (shared with the controllers of the same term).
+    /// Waits for the first list of nodes and pods before deciding anything,
+    /// so that it never places a pod on a node whose pods it has not
+    /// counted yet.
+    pub async fn run(self, informers: &Informers, shutdown: CancellationToken) {
+        let (nodes, mut node_events) = informers.start::<api::Node>("", "");
+        let (pods, mut pod_events) = informers.start::<api::Pod>("", "");
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = async { nodes.wait_synced().await; pods.wait_synced().await } => {}
