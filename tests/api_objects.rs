@@ -110,7 +110,7 @@ message: Scaled up replica set web-1 to 3
 #[tokio::test(flavor = "multi_thread")]
 async fn every_kind_round_trips_with_defaults_and_invalid_objects_store_nothing() {
     let cluster = Cluster::start(3, &[]);
-    cluster.leader().await;
+    cluster.objects_ready().await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("all.yaml");
     std::fs::write(&file, ALL_KINDS).unwrap();
@@ -297,7 +297,7 @@ async fn every_kind_round_trips_with_defaults_and_invalid_objects_store_nothing(
 #[tokio::test(flavor = "multi_thread")]
 async fn stale_resource_versions_conflict_and_finalizers_hold_deletion() {
     let cluster = Cluster::start(3, &[]);
-    cluster.leader().await;
+    cluster.objects_ready().await;
     let a = cluster.client().await;
     let b = cluster.client().await;
     a.create(&config_map("default", "shared", "0"))
@@ -360,7 +360,7 @@ async fn stale_resource_versions_conflict_and_finalizers_hold_deletion() {
 #[tokio::test(flavor = "multi_thread")]
 async fn list_then_watch_misses_nothing_across_master_kills() {
     let mut cluster = Cluster::start(3, &[]);
-    let leader = cluster.leader().await;
+    let leader = cluster.objects_ready().await;
     let follower = (leader + 1) % 3;
     let endpoints = cluster.endpoints();
     // The watcher starts on a follower; the writer writes through the
@@ -494,7 +494,7 @@ async fn list_then_watch_misses_nothing_across_master_kills() {
 #[tokio::test(flavor = "multi_thread")]
 async fn cli_commands_survive_a_leader_kill_and_apply_once() {
     let mut cluster = Cluster::start(3, &[]);
-    cluster.leader().await;
+    cluster.objects_ready().await;
     let (ok, _, err) = cluster.cli(&[
         "create",
         "deployment",
@@ -570,7 +570,7 @@ async fn cli_commands_survive_a_leader_kill_and_apply_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn requests_without_the_token_are_refused() {
     let cluster = Cluster::start(1, &[]);
-    cluster.leader().await;
+    cluster.objects_ready().await;
     let anonymous = rafter_client::Client::connect_with_options(
         cluster.endpoints(),
         ClientOptions {

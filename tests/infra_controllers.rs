@@ -201,7 +201,7 @@ fn reason(e: &rafter_client::Error) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_get_cluster_ips_and_endpoints_follow_ready_matching_pods() {
     let cluster = Cluster::start(3, &[]);
-    cluster.leader().await;
+    cluster.objects_ready().await;
     let client = &cluster.client().await;
 
     // Cluster IPs: allocated from 10.96.0.0/12, a requested one honoured
@@ -354,7 +354,7 @@ async fn services_get_cluster_ips_and_endpoints_follow_ready_matching_pods() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_node_goes_not_ready_and_loses_its_pods_but_a_master_failover_alone_marks_none() {
     let mut cluster = Cluster::start(3, SHORT_NODE_TIMES);
-    cluster.leader().await;
+    cluster.objects_ready().await;
     let client = &cluster.client().await;
     let live = SimNode::start(&cluster, "live");
     let mut dead = SimNode::start(&cluster, "dead");
@@ -506,7 +506,7 @@ async fn gone<K: Object>(client: &Client, ns: &str, name: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn namespace_and_cascading_deletes_leave_nothing_behind() {
     let cluster = Cluster::start(3, &[]);
-    cluster.leader().await;
+    cluster.objects_ready().await;
     let client = &cluster.client().await;
     let ten = Duration::from_secs(30);
 
@@ -691,7 +691,7 @@ async fn namespace_and_cascading_deletes_leave_nothing_behind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_get_distinct_pod_cidrs_and_cordon_uncordon_drain_work_from_the_cli() {
     let cluster = Cluster::start(3, &[]);
-    cluster.leader().await;
+    cluster.objects_ready().await;
     let client = &cluster.client().await;
 
     // Node IPAM: distinct /24s of 10.244.0.0/16; a deleted node's is reused.
