@@ -323,9 +323,19 @@ impl Objects for ApiServer {
         let r = with_kind!(req.kind.as_str(), K => async {
             self.guard(&identity, Verb::List, K::INFO.kind, &req.namespace, "").await?;
             let (labels, fields) = store::parse_selectors(&req.label_selector, &req.field_selector)?;
+            let started = std::time::Instant::now();
             let (items, revision) = s.list::<K>(&req.namespace, &labels, &fields, req.serializable).await?;
+            let read = started.elapsed();
+            let items: Vec<Vec<u8>> = items.iter().map(|o| o.encode_to_vec()).collect();
+            tracing::debug!(
+                kind = K::INFO.kind,
+                objects = items.len(),
+                read_ms = read.as_millis() as u64,
+                encoded_ms = (started.elapsed() - read).as_millis() as u64,
+                "listed"
+            );
             Ok(ListResponse {
-                items: items.iter().map(|o| o.encode_to_vec()).collect(),
+                items,
                 resource_version: revision.to_string(),
             })
         }.await, _ => Err(unknown_kind(&req.kind)));

@@ -290,6 +290,7 @@ async fn run<K: Object>(
     } = &selection;
     loop {
         // List, and turn the difference from the cache into events.
+        let listing = std::time::Instant::now();
         let listed = tokio::select! {
             l = client.list::<K>(namespace, labels, fields) => l,
             _ = &mut until => return,
@@ -304,6 +305,7 @@ async fn run<K: Object>(
                 }
             }
         };
+        let (objects, list_took) = (list.items.len(), listing.elapsed());
         shared.apply(|cache| {
             let mut events = Vec::new();
             let fresh: BTreeMap<_, _> = list.items.into_iter().map(|o| (key_of(&o), o)).collect();
@@ -321,6 +323,13 @@ async fn run<K: Object>(
             events
         });
         let _ = synced.send(true);
+        tracing::info!(
+            kind = K::INFO.kind,
+            objects,
+            list_ms = list_took.as_millis() as u64,
+            applied_ms = (listing.elapsed() - list_took).as_millis() as u64,
+            "informer listed"
+        );
         let mut stream =
             client.watch_objects::<K>(namespace, labels, fields, &list.resource_version);
         let err: Error = loop {

@@ -163,10 +163,26 @@ fn read_bincode<T: serde::de::DeserializeOwned>(
     }
 }
 
-impl RaftLogReader<TypeConfig> for LogStore {
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
-        &mut self,
-        range: RB,
+/// Most bytes of stored entries one AppendEntries message carries (at
+/// least one entry is always sent, however large).
+///
+/// openraft 0.9 gives each AppendEntries RPC the heartbeat interval as its
+/// timeout and, after a timeout, sends the same range again. Bounded only by
+/// `max_payload_entries`, a follower that fell behind on large entries (the
+/// Jepsen set workload rewrites one key of tens of kilobytes) would be sent
+/// megabyte messages that cannot be received, stored and synced within
+/// that time, again and again, and never catch up. A byte bound keeps every
+/// message small enough to finish, so a lagging follower advances on each.
+pub const MAX_APPEND_BYTES: usize = 256 << 10;
+
+impl LogStore {
+    /// Reads the entries of `range` in order, stopping before the entry that
+    /// would take the stored bytes past `byte_budget` (never before the
+    /// first).
+    fn read_entries(
+        &self,
+        range: impl RangeBounds<u64>,
+        byte_budget: usize,
     ) -> Result<Vec<Entry>, StorageError> {
         let start = match range.start_bound() {
             Bound::Included(&s) => s,
@@ -174,6 +190,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Unbounded => 0,
         };
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         let iter = self.db.iterator_cf(
             self.cf(CF_LOG),
             IteratorMode::From(&u64_key(start), Direction::Forward),
@@ -183,9 +200,31 @@ impl RaftLogReader<TypeConfig> for LogStore {
             if !range.contains(&key_u64(&k)) {
                 break;
             }
+            bytes = bytes.saturating_add(v.len());
+            if bytes > byte_budget && !out.is_empty() {
+                break;
+            }
             out.push(bincode::deserialize(&v).map_err(|e| StorageIOError::read_logs(&e))?);
         }
         Ok(out)
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        self.read_entries(range, usize::MAX)
+    }
+
+    /// Replication reads through here: at most [`MAX_APPEND_BYTES`] per call.
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
+        self.read_entries(start..end, MAX_APPEND_BYTES)
     }
 }
 
@@ -277,5 +316,82 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.db
             .write(batch)
             .map_err(|e| StorageIOError::write_logs(&e).into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::CommittedLeaderId;
+    use openraft::EntryPayload;
+
+    use super::*;
+    use crate::types::LogCommand;
+
+    /// A store whose log holds `count` entries (indexes 1..=count), each
+    /// carrying one proposal of `size` bytes.
+    fn store_with_entries(dir: &std::path::Path, count: u64, size: usize) -> LogStore {
+        let db = crate::db::open(&dir.join("db")).expect("open rocksdb");
+        let metrics = Arc::new(Metrics::new());
+        let store = LogStore::new(db.clone(), metrics, Arc::new(AtomicU64::new(0)));
+        for index in 1..=count {
+            let entry = Entry {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+                payload: EntryPayload::Normal(LogCommand {
+                    proposals: vec![vec![index as u8; size]],
+                }),
+            };
+            let bytes = bincode::serialize(&entry).expect("encode entry");
+            db.put_cf(store.cf(CF_LOG), u64_key(index), bytes)
+                .expect("write entry");
+        }
+        store
+    }
+
+    fn indexes(entries: &[Entry]) -> Vec<u64> {
+        entries.iter().map(|e| e.log_id.index).collect()
+    }
+
+    #[tokio::test]
+    async fn replication_reads_stop_at_the_byte_bound_and_never_return_nothing() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // 64 entries of 40 KiB: 2.5 MiB, the message that could never be
+        // delivered within a heartbeat interval.
+        let mut store = store_with_entries(dir.path(), 64, 40 << 10);
+
+        let limited = store.limited_get_log_entries(1, 65).await.expect("read");
+        let per_message = MAX_APPEND_BYTES / (40 << 10);
+        assert_eq!(
+            indexes(&limited),
+            (1..=per_message as u64).collect::<Vec<_>>()
+        );
+
+        // The next message continues where the last stopped.
+        let next = store
+            .limited_get_log_entries(1 + per_message as u64, 65)
+            .await
+            .expect("read");
+        assert_eq!(
+            next.first().map(|e| e.log_id.index),
+            Some(1 + per_message as u64)
+        );
+        assert_eq!(next.len(), per_message);
+
+        // Reads for other purposes still get the whole range.
+        let all = store.try_get_log_entries(1..65).await.expect("read");
+        assert_eq!(indexes(&all), (1..=64).collect::<Vec<_>>());
+
+        // A small range is not cut.
+        let few = store.limited_get_log_entries(10, 13).await.expect("read");
+        assert_eq!(indexes(&few), vec![10, 11, 12]);
+    }
+
+    #[tokio::test]
+    async fn an_entry_larger_than_the_bound_is_sent_alone() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut store = store_with_entries(dir.path(), 3, MAX_APPEND_BYTES + 1);
+        let limited = store.limited_get_log_entries(1, 4).await.expect("read");
+        assert_eq!(indexes(&limited), vec![1]);
+        let limited = store.limited_get_log_entries(2, 4).await.expect("read");
+        assert_eq!(indexes(&limited), vec![2]);
     }
 }

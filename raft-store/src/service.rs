@@ -146,9 +146,25 @@ impl RaftRpc for RaftService {
         &self,
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
+        let started = std::time::Instant::now();
+        let bytes = req.get_ref().data.len();
         let rpc: AppendEntriesRequest<TypeConfig> = decode(req)?;
+        let entries = rpc.entries.len();
         self.node.note_leader_contact();
-        encode(&self.node.raft.append_entries(rpc).await)
+        let reply = encode(&self.node.raft.append_entries(rpc).await);
+        // The leader gives up on an AppendEntries after the heartbeat
+        // interval (openraft 0.9) and sends it again: say when this
+        // follower is that slow, as it keeps the follower behind.
+        let took = started.elapsed();
+        if took.as_millis() as u64 >= self.node.options.heartbeat_ms {
+            tracing::warn!(
+                took_ms = took.as_millis() as u64,
+                entries,
+                bytes,
+                "AppendEntries took longer than the heartbeat interval; the leader will have given up on it"
+            );
+        }
+        reply
     }
 
     async fn install_snapshot(
