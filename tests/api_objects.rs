@@ -395,6 +395,15 @@ async fn list_then_watch_misses_nothing_across_master_kills() {
         watcher.watch_objects::<api::ConfigMap>("default", "", "", &list.resource_version);
     let (cache, mut changes) = informer::start::<api::ConfigMap>(watcher.clone(), "default", "");
     cache.wait_synced().await;
+    // Once synced, the stream already holds the first list (the scheduler
+    // builds its state by draining it).
+    let mut applied = Vec::new();
+    while let Ok(e) = changes.try_recv() {
+        if let informer::Event::Applied(cm) = e {
+            applied.push(cm.metadata().name.clone());
+        }
+    }
+    assert_eq!(applied, ["before"], "queued when the cache is synced");
     // Shared informers: one subscriber from the start, one joining half-way.
     let informers = informer::Informers::new(watcher.clone());
     let (shared_cache, mut early) = informers.start::<api::ConfigMap>("default", "");
@@ -454,7 +463,6 @@ async fn list_then_watch_misses_nothing_across_master_kills() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let mut applied = Vec::new();
     while let Ok(e) = changes.try_recv() {
         if let informer::Event::Applied(cm) = e {
             applied.push(cm.metadata().name.clone());

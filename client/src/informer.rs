@@ -92,7 +92,12 @@ impl<K: Object> Cache<K> {
         self.len() == 0
     }
 
-    /// Waits until the first list has been loaded.
+    /// Waits until the first list has been loaded. By then, the change
+    /// stream returned with this cache already holds an event for every
+    /// object of that list (the list's events are sent before the cache
+    /// says it is synced; a later subscriber's stream starts with the
+    /// cache's objects), so a consumer may build its state from the stream
+    /// alone by draining what is queued.
     pub async fn wait_synced(&self) {
         let mut s = self.synced.clone();
         let _ = s.wait_for(|v| *v).await;

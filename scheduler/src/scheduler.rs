@@ -100,12 +100,22 @@ impl Scheduler {
             _ = shutdown.cancelled() => return,
             _ = async { nodes.wait_synced().await; pods.wait_synced().await } => {}
         }
+        // Once a cache is synced its stream already holds every object of
+        // the first list (and any change since, in order): take the state
+        // from the streams alone, so each pod is applied once and never an
+        // older version after a newer one.
         let mut s = State::new(self.client, self.options);
-        for n in nodes.list() {
-            s.node_applied(n);
+        while let Ok(e) = node_events.try_recv() {
+            match e {
+                Event::Applied(n) => s.node_applied(n),
+                Event::Deleted(n) => s.node_deleted(&n),
+            }
         }
-        for p in pods.list() {
-            s.pod_applied(p);
+        while let Ok(e) = pod_events.try_recv() {
+            match e {
+                Event::Applied(p) => s.pod_applied(p),
+                Event::Deleted(p) => s.pod_deleted(&p),
+            }
         }
         tracing::info!(
             nodes = s.cache.node_count(),
