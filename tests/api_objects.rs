@@ -397,12 +397,7 @@ async fn list_then_watch_misses_nothing_across_master_kills() {
     cache.wait_synced().await;
     // Once synced, the stream already holds the first list (the scheduler
     // builds its state by draining it).
-    let mut applied = Vec::new();
-    while let Ok(e) = changes.try_recv() {
-        if let informer::Event::Applied(cm) = e {
-            applied.push(cm.metadata().name.clone());
-        }
-    }
+    let mut applied = queued_names(&mut changes);
     assert_eq!(applied, ["before"], "queued when the cache is synced");
     // Shared informers: one subscriber from the start, one joining half-way.
     let informers = informer::Informers::new(watcher.clone());
@@ -463,11 +458,7 @@ async fn list_then_watch_misses_nothing_across_master_kills() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    while let Ok(e) = changes.try_recv() {
-        if let informer::Event::Applied(cm) = e {
-            applied.push(cm.metadata().name.clone());
-        }
-    }
+    applied.extend(queued_names(&mut changes));
     // The initial list reports what was there, then each create once.
     let mut want = vec!["before".to_string()];
     want.extend(expected);
@@ -488,15 +479,20 @@ async fn list_then_watch_misses_nothing_across_master_kills() {
     }
     assert_eq!(late_cache.len(), N + 1, "one cache for every subscriber");
     for (who, rx) in [("early", &mut early), ("late", &mut late)] {
-        let mut applied = Vec::new();
-        while let Ok(e) = rx.try_recv() {
-            if let informer::Event::Applied(cm) = e {
-                applied.push(cm.metadata().name.clone());
-            }
-        }
-        assert_eq!(applied, want, "{who} subscriber's events");
+        assert_eq!(queued_names(rx), want, "{who} subscriber's events");
     }
     assert_eq!(informers.running(), 1, "one list and watch for both");
+}
+
+/// The names of the objects applied in the events queued on `rx`.
+fn queued_names(rx: &mut informer::Events<api::ConfigMap>) -> Vec<String> {
+    let mut names = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        if let informer::Event::Applied(cm) = e {
+            names.push(cm.metadata().name.clone());
+        }
+    }
+    names
 }
 
 #[tokio::test(flavor = "multi_thread")]

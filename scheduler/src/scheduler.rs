@@ -106,16 +106,10 @@ impl Scheduler {
         // older version after a newer one.
         let mut s = State::new(self.client, self.options);
         while let Ok(e) = node_events.try_recv() {
-            match e {
-                Event::Applied(n) => s.node_applied(n),
-                Event::Deleted(n) => s.node_deleted(&n),
-            }
+            s.node_event(e);
         }
         while let Ok(e) = pod_events.try_recv() {
-            match e {
-                Event::Applied(p) => s.pod_applied(p),
-                Event::Deleted(p) => s.pod_deleted(&p),
-            }
+            s.pod_event(e);
         }
         tracing::info!(
             nodes = s.cache.node_count(),
@@ -132,14 +126,8 @@ impl Scheduler {
                         s.bind_done(key, node, result);
                     }
                 }
-                Some(e) = pod_events.recv() => match e {
-                    Event::Applied(p) => s.pod_applied(p),
-                    Event::Deleted(p) => s.pod_deleted(&p),
-                },
-                Some(e) = node_events.recv() => match e {
-                    Event::Applied(n) => s.node_applied(n),
-                    Event::Deleted(n) => s.node_deleted(&n),
-                },
+                Some(e) = pod_events.recv() => s.pod_event(e),
+                Some(e) = node_events.recv() => s.node_event(e),
                 Some(done) = s.writes.join_next(), if !s.writes.is_empty() => {
                     if let Ok(Some(pod)) = done {
                         s.pod_applied(pod);
@@ -214,6 +202,20 @@ impl State {
             writes: JoinSet::new(),
             rng: StdRng::from_os_rng(),
             bound: 0,
+        }
+    }
+
+    fn node_event(&mut self, event: Event<api::Node>) {
+        match event {
+            Event::Applied(n) => self.node_applied(n),
+            Event::Deleted(n) => self.node_deleted(&n),
+        }
+    }
+
+    fn pod_event(&mut self, event: Event<api::Pod>) {
+        match event {
+            Event::Applied(p) => self.pod_applied(p),
+            Event::Deleted(p) => self.pod_deleted(&p),
         }
     }
 
