@@ -341,7 +341,7 @@ pub async fn run(
         tokio::spawn(async move {
             let _p = permit;
             tokio::time::sleep(delay).await;
-            start_pod(&client, &pods, pod, &host_ip, &pod_ip).await;
+            start_pod(&client, &pods, Arc::unwrap_or_clone(pod), &host_ip, &pod_ip).await;
         });
     }
     heartbeat.abort();

@@ -20,7 +20,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use prost::Message;
 use rafter_proto::api::objects_server::{Objects, ObjectsServer};
 use rafter_proto::api::{
     self, CreateRequest, DeleteRequest, GetRequest, ListRequest, ListResponse, ObjectResponse,
@@ -324,14 +323,12 @@ impl Objects for ApiServer {
             self.guard(&identity, Verb::List, K::INFO.kind, &req.namespace, "").await?;
             let (labels, fields) = store::parse_selectors(&req.label_selector, &req.field_selector)?;
             let started = std::time::Instant::now();
-            let (items, revision) = s.list::<K>(&req.namespace, &labels, &fields, req.serializable).await?;
-            let read = started.elapsed();
-            let items: Vec<Vec<u8>> = items.iter().map(|o| o.encode_to_vec()).collect();
+            let (items, revision) =
+                s.list_encoded::<K>(&req.namespace, &labels, &fields, req.serializable).await?;
             tracing::debug!(
                 kind = K::INFO.kind,
                 objects = items.len(),
-                read_ms = read.as_millis() as u64,
-                encoded_ms = (started.elapsed() - read).as_millis() as u64,
+                took_ms = started.elapsed().as_millis() as u64,
                 "listed"
             );
             Ok(ListResponse {

@@ -87,6 +87,16 @@ pub fn decode<K: Object>(kv: &kv::KeyValue) -> Result<K> {
     Ok(obj)
 }
 
+/// An object of kind `K` holding only type meta and the resourceVersion of
+/// `mod_revision`: appended to a stored encoding, it turns it into what
+/// [`decode`] returns (see [`Store::list_encoded`]).
+fn revision_only<K: Object>(mod_revision: u64) -> K {
+    let mut obj = K::default();
+    obj.metadata_mut().resource_version = revision_string(mod_revision);
+    obj.set_type_meta();
+    obj
+}
+
 fn encode<K: Object>(obj: &K) -> Result<Vec<u8>> {
     let mut stored = obj.clone();
     stored.metadata_mut().resource_version.clear();
@@ -371,6 +381,53 @@ impl Store {
         fields: &FieldSelector,
         serializable: bool,
     ) -> Result<(Vec<K>, u64)> {
+        let (kvs, revision) = self.read_kind::<K>(namespace, serializable).await?;
+        let mut items = Vec::with_capacity(kvs.len());
+        for kv in &kvs {
+            let obj: K = decode(kv)?;
+            if selected(&obj, labels, fields) {
+                items.push(obj);
+            }
+        }
+        Ok((items, revision))
+    }
+
+    /// [`Store::list`] as the wire carries it: each object's stored
+    /// encoding followed by a second, tiny encoding of the same kind that
+    /// holds only its resourceVersion and type meta. Protobuf decoding
+    /// merges the two (a repeated message field merges, a repeated scalar
+    /// takes the last value), so the client decodes exactly what
+    /// [`decode`] gives, while the server decodes an object only to test a
+    /// selector and never encodes one again: a new leader's informers list
+    /// every pod at once, and this is most of that list's server time.
+    pub async fn list_encoded<K: Object>(
+        &self,
+        namespace: &str,
+        labels: &LabelSelector,
+        fields: &FieldSelector,
+        serializable: bool,
+    ) -> Result<(Vec<Vec<u8>>, u64)> {
+        let (kvs, revision) = self.read_kind::<K>(namespace, serializable).await?;
+        let everything = labels.is_empty() && fields.is_empty();
+        let mut items = Vec::with_capacity(kvs.len());
+        for kv in kvs {
+            if !everything && !selected(&decode::<K>(&kv)?, labels, fields) {
+                continue;
+            }
+            let mut bytes = kv.value;
+            bytes.extend_from_slice(&revision_only::<K>(kv.mod_revision).encode_to_vec());
+            items.push(bytes);
+        }
+        Ok((items, revision))
+    }
+
+    /// Every stored object of kind `K` in `namespace` ("" for all), after
+    /// the read barrier unless `serializable`, with the store's revision.
+    async fn read_kind<K: Object>(
+        &self,
+        namespace: &str,
+        serializable: bool,
+    ) -> Result<(Vec<kv::KeyValue>, u64)> {
         self.barrier(serializable).await?;
         let resp = read_range(
             &self.node.shared.db,
@@ -381,14 +438,7 @@ impl Store {
             },
         )?;
         let revision = resp.header.map(|h| h.revision).unwrap_or_default();
-        let mut items = Vec::with_capacity(resp.kvs.len());
-        for kv in &resp.kvs {
-            let obj: K = decode(kv)?;
-            if selected(&obj, labels, fields) {
-                items.push(obj);
-            }
-        }
-        Ok((items, revision))
+        Ok((resp.kvs, revision))
     }
 
     /// Fails with NotFound when a namespaced object's namespace is missing,
@@ -941,6 +991,8 @@ pub const DEFAULT_BOOKMARK_INTERVAL: Duration = Duration::from_secs(5);
 mod tests {
     use std::path::PathBuf;
 
+    use prost::Message;
+
     use rafter_raft_store::data_dir::DataDir;
     use rafter_raft_store::node::{Bootstrap, NodeOptions};
     use rafter_raft_store::types::Member;
@@ -1204,6 +1256,63 @@ mod tests {
         assert!(
             t.get("held2").await.is_none(),
             "the last finalizer removes it"
+        );
+    }
+
+    #[tokio::test]
+    async fn listed_bytes_decode_to_the_listed_objects() {
+        let t = test_store().await;
+        let s = &t.store;
+        for (name, app) in [("a", "web"), ("b", "db"), ("c", "web")] {
+            let mut p = pod(name, "n1", None);
+            p.metadata_mut().labels.insert("app".into(), app.into());
+            s.create(p, None).await.unwrap();
+        }
+        // A later revision for one of them: each keeps its own.
+        let mut b = s.get::<api::Pod>("default", "b", false).await.unwrap();
+        b.metadata_mut()
+            .annotations
+            .insert("touched".into(), "yes".into());
+        s.update(b, false, None).await.unwrap();
+
+        for (label, want) in [("", vec!["a", "b", "c"]), ("app=web", vec!["a", "c"])] {
+            let (labels, fields) = parse_selectors(label, "").unwrap();
+            let (objects, revision) = s
+                .list::<api::Pod>("default", &labels, &fields, false)
+                .await
+                .unwrap();
+            let (bytes, encoded_revision) = s
+                .list_encoded::<api::Pod>("default", &labels, &fields, false)
+                .await
+                .unwrap();
+            assert_eq!(encoded_revision, revision);
+            let decoded: Vec<api::Pod> = bytes
+                .iter()
+                .map(|b| api::Pod::decode(b.as_slice()).expect("a listed pod decodes"))
+                .collect();
+            assert_eq!(decoded, objects, "selector {label:?}");
+            let names: Vec<&str> = decoded.iter().map(|p| p.metadata().name.as_str()).collect();
+            assert_eq!(names, want, "selector {label:?}");
+            assert!(decoded.iter().all(
+                |p| !p.metadata().resource_version.is_empty() && p.type_meta() == ("v1", "Pod")
+            ));
+        }
+        let revisions: Vec<u64> = s
+            .list::<api::Pod>(
+                "default",
+                &LabelSelector::everything(),
+                &FieldSelector::everything(),
+                false,
+            )
+            .await
+            .unwrap()
+            .0
+            .iter()
+            .map(|p| p.metadata().resource_version.parse().unwrap())
+            .collect();
+        assert!(
+            revisions[1] > revisions[0] && revisions[1] > revisions[2],
+            "{revisions:?}"
         );
     }
 }

@@ -27,13 +27,15 @@ use tokio::sync::{mpsc, watch};
 
 use crate::{Client, Error, WatchEvent};
 
-/// A change the informer applied to its cache.
+/// A change the informer applied to its cache. The object is shared with
+/// the cache and every other subscriber (one copy per object, not one per
+/// subscriber); `Arc::unwrap_or_clone` gives an owned one.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event<K> {
     /// Added or modified: the object as it now is.
-    Applied(K),
+    Applied(Arc<K>),
     /// Gone from the cache: its last state.
-    Deleted(K),
+    Deleted(Arc<K>),
 }
 
 /// The stream of changes one subscriber receives, in the order applied.
@@ -42,7 +44,7 @@ pub type Events<K> = mpsc::UnboundedReceiver<Event<K>>;
 /// The cache an informer keeps; cheap to clone, shared with the informer.
 #[derive(Debug)]
 pub struct Cache<K> {
-    objects: Arc<RwLock<BTreeMap<(String, String), K>>>,
+    objects: Arc<RwLock<Objects<K>>>,
     synced: watch::Receiver<bool>,
 }
 
@@ -62,7 +64,10 @@ impl<K: Object> Cache<K> {
         let (_, synced) = watch::channel(true);
         Cache {
             objects: Arc::new(RwLock::new(
-                objects.into_iter().map(|o| (key_of(&o), o)).collect(),
+                objects
+                    .into_iter()
+                    .map(|o| (key_of(&o), Arc::new(o)))
+                    .collect(),
             )),
             synced,
         }
@@ -71,7 +76,8 @@ impl<K: Object> Cache<K> {
     /// The cached object `namespace/name`.
     pub fn get(&self, namespace: &str, name: &str) -> Option<K> {
         let key = (namespace.to_string(), name.to_string());
-        self.objects.read().expect("cache lock").get(&key).cloned()
+        let objects = self.objects.read().expect("cache lock");
+        objects.get(&key).map(|o| K::clone(o))
     }
 
     /// Every cached object, by namespace then name.
@@ -80,7 +86,7 @@ impl<K: Object> Cache<K> {
             .read()
             .expect("cache lock")
             .values()
-            .cloned()
+            .map(|o| K::clone(o))
             .collect()
     }
 
@@ -103,6 +109,10 @@ impl<K: Object> Cache<K> {
         let _ = s.wait_for(|v| *v).await;
     }
 }
+
+/// The cached objects by (namespace, name), each shared with the events
+/// that announced it.
+type Objects<K> = BTreeMap<(String, String), Arc<K>>;
 
 fn key_of<K: Object>(obj: &K) -> (String, String) {
     let m = obj.metadata();
@@ -239,7 +249,7 @@ type Until = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// One informer's cache and subscribers.
 struct Shared<K> {
-    objects: Arc<RwLock<BTreeMap<(String, String), K>>>,
+    objects: Arc<RwLock<Objects<K>>>,
     synced: watch::Receiver<bool>,
     /// Locked before `objects` by both the informer (apply, then send) and
     /// a new subscriber (snapshot, then join), so that every subscriber
@@ -274,7 +284,7 @@ impl<K: Object> Shared<K> {
 
     /// Changes the cache with `change`, which says what it changed, and
     /// tells every subscriber.
-    fn apply(&self, change: impl FnOnce(&mut BTreeMap<(String, String), K>) -> Vec<Event<K>>) {
+    fn apply(&self, change: impl FnOnce(&mut Objects<K>) -> Vec<Event<K>>) {
         let mut subscribers = self.subscribers.lock().expect("subscribers lock");
         let events = change(&mut self.objects.write().expect("cache lock"));
         subscribers.retain(|s| events.iter().all(|e| s.send(e.clone()).is_ok()));
@@ -313,7 +323,11 @@ async fn run<K: Object>(
         let (objects, list_took) = (list.items.len(), listing.elapsed());
         shared.apply(|cache| {
             let mut events = Vec::new();
-            let fresh: BTreeMap<_, _> = list.items.into_iter().map(|o| (key_of(&o), o)).collect();
+            let fresh: Objects<K> = list
+                .items
+                .into_iter()
+                .map(|o| (key_of(&o), Arc::new(o)))
+                .collect();
             for (k, old) in cache.iter() {
                 if !fresh.contains_key(k) {
                     events.push(Event::Deleted(old.clone()));
@@ -347,12 +361,13 @@ async fn run<K: Object>(
                 Some(Err(e)) => break e,
                 Some(Ok(WatchEvent::Bookmark(_))) => continue,
                 Some(Ok(WatchEvent::Added(o) | WatchEvent::Modified(o))) => shared.apply(|cache| {
-                    cache.insert(key_of(&o), o.clone());
+                    let o = Arc::new(o);
+                    cache.insert(key_of(&*o), o.clone());
                     vec![Event::Applied(o)]
                 }),
                 Some(Ok(WatchEvent::Deleted(o))) => shared.apply(|cache| {
                     cache.remove(&key_of(&o));
-                    vec![Event::Deleted(o)]
+                    vec![Event::Deleted(Arc::new(o))]
                 }),
             }
         };

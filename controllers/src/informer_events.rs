@@ -6,7 +6,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// Calls `on_event` for every change from `rx` until `shutdown`.
-pub fn forward<K: Send + 'static>(
+pub fn forward<K: Send + Sync + 'static>(
     mut rx: Events<K>,
     shutdown: CancellationToken,
     mut on_event: impl FnMut(Event<K>) + Send + 'static,

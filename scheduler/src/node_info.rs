@@ -7,6 +7,7 @@
 //! scheduler has *assumed* there while their binding is being written.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use rafter_proto::api;
 use rafter_proto::object::Object;
@@ -39,7 +40,8 @@ impl HostPort {
 /// What the scheduler needs to know of a pod, computed once per version.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PodInfo {
-    pub pod: api::Pod,
+    /// Shared with the informer's cache and its other subscribers.
+    pub pod: Arc<api::Pod>,
     pub key: PodKey,
     pub requests: Resources,
     /// (cpu, memory) with kube-scheduler's defaults, for scoring.
@@ -50,7 +52,8 @@ pub struct PodInfo {
 }
 
 impl PodInfo {
-    pub fn new(pod: api::Pod) -> PodInfo {
+    pub fn new(pod: impl Into<Arc<api::Pod>>) -> PodInfo {
+        let pod: Arc<api::Pod> = pod.into();
         let m = pod.metadata();
         let key = (m.namespace.clone(), m.name.clone());
         let owner = m

@@ -130,7 +130,7 @@ impl Scheduler {
                 Some(e) = node_events.recv() => s.node_event(e),
                 Some(done) = s.writes.join_next(), if !s.writes.is_empty() => {
                     if let Ok(Some(pod)) = done {
-                        s.pod_applied(pod);
+                        s.pod_applied(Arc::new(pod));
                     }
                 }
                 _ = sleep_until(due), if due.is_some() => {}
@@ -207,7 +207,7 @@ impl State {
 
     fn node_event(&mut self, event: Event<api::Node>) {
         match event {
-            Event::Applied(n) => self.node_applied(n),
+            Event::Applied(n) => self.node_applied(Arc::unwrap_or_clone(n)),
             Event::Deleted(n) => self.node_deleted(&n),
         }
     }
@@ -231,7 +231,7 @@ impl State {
         self.queue.move_unschedulable();
     }
 
-    fn pod_applied(&mut self, pod: api::Pod) {
+    fn pod_applied(&mut self, pod: Arc<api::Pod>) {
         let info = PodInfo::new(pod);
         let m = info.pod.metadata();
         let uid = m.uid.clone();
@@ -311,7 +311,7 @@ impl State {
             Ok(node) => {
                 self.cache.assume(&p.info, &node);
                 self.in_flight.insert(key.clone());
-                let mut pod = p.info.pod.clone();
+                let mut pod = api::Pod::clone(&p.info.pod);
                 if let Some(spec) = pod.spec.as_mut() {
                     spec.node_name = node.clone();
                 }
@@ -354,7 +354,7 @@ impl State {
                     };
                     if event_due {
                         recorder
-                            .record(&pod, EventType::Warning, "FailedScheduling", &message)
+                            .record(&*pod, EventType::Warning, "FailedScheduling", &message)
                             .await;
                     }
                     written
@@ -389,7 +389,7 @@ impl State {
                 }
                 if same_pod {
                     // Confirms the assumption (the informer may be behind).
-                    self.pod_applied(bound);
+                    self.pod_applied(Arc::new(bound));
                 } else if self.cache.forget(&key) {
                     // Deleted meanwhile; the informer has said so already.
                     self.queue.move_unschedulable();
