@@ -49,6 +49,10 @@ use crate::types::NodeId;
 use crate::types::Raft;
 use crate::types::node_id_of;
 
+/// Election rounds the leader watchdog starts, a heartbeat apart, once the
+/// leader's process is gone (see `run_leader_watchdog`).
+const ELECTION_ROUNDS: u32 = 3;
+
 /// Tunables of a master. Defaults suit a LAN or one machine.
 #[derive(Debug, Clone)]
 pub struct NodeOptions {
@@ -705,6 +709,15 @@ impl Node {
     /// still accepts connections or times out, and is left to the normal
     /// election timeout. Elections are always safe in Raft; this only
     /// changes when one starts.
+    ///
+    /// The leases of the other voters run from their own last contact,
+    /// which may be a heartbeat later than ours, and the other follower
+    /// may have stood at nearly the same moment: either way our first
+    /// round can be refused, and openraft would only try again after a
+    /// full election timeout (~0.4 s, measured in `rafter bench
+    /// scheduler`). So a follower that is still a candidate a heartbeat
+    /// (plus jitter) after standing stands again in the next term, a few
+    /// times at most; one that has voted for someone else stops.
     async fn run_leader_watchdog(self: Arc<Self>) {
         let mut stop = self.stopped();
         let heartbeat = Duration::from_millis(self.options.heartbeat_ms);
@@ -749,7 +762,22 @@ impl Node {
                 leader = format!("{leader_id:016x}"),
                 "leader process gone: starting an election"
             );
-            let _ = self.raft.trigger().elect().await;
+            for round in 1..=ELECTION_ROUNDS {
+                if round > 1 {
+                    tracing::info!(round, "still a candidate: standing again");
+                }
+                let _ = self.raft.trigger().elect().await;
+                let jitter = Duration::from_millis(rand::random_range(
+                    10..=10 + self.options.heartbeat_ms / 2,
+                ));
+                tokio::select! {
+                    _ = tokio::time::sleep(heartbeat + jitter) => {}
+                    _ = stop.changed() => return,
+                }
+                if self.raft.metrics().borrow().state != ServerState::Candidate {
+                    break;
+                }
+            }
         }
     }
 
