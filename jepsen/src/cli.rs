@@ -433,3 +433,44 @@ fn test_config(args: TestArgs) -> anyhow::Result<TestConfig> {
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn masters_flags(extra: &[&str]) -> Vec<String> {
+        let mut argv = vec!["rafter-jepsen", "test", "--net", "loopback"];
+        argv.extend_from_slice(&[
+            "--rafter-bin",
+            "/nonexistent/rafter",
+            "--run-dir",
+            "/nonexistent/run",
+        ]);
+        argv.extend_from_slice(extra);
+        let Command::Test(args) = Cli::try_parse_from(argv).expect("arguments parse").command
+        else {
+            panic!("not the test subcommand");
+        };
+        crate::run::server_args(&test_config(args).expect("a test config"))
+    }
+
+    #[test]
+    fn the_watch_workload_keeps_every_revision_for_its_final_watcher() {
+        // The final watcher reads the whole run again from revision 1: the
+        // masters' default history (100 000 revisions) is shorter than a
+        // 10-minute run, so the watch workload raises it...
+        let flags = masters_flags(&["--workload", "watch"]);
+        assert_eq!(flags, vec!["--history-revisions=1000000000".to_string()]);
+        // ...unless the user chose a history themselves,
+        let chosen = masters_flags(&[
+            "--workload",
+            "watch",
+            "--server-arg=--history-revisions=500",
+        ]);
+        assert_eq!(chosen, vec!["--history-revisions=500".to_string()]);
+        // and other workloads leave the masters' default alone.
+        assert!(masters_flags(&["--workload", "register"]).is_empty());
+    }
+}

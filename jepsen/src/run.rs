@@ -238,6 +238,26 @@ pub struct Results {
     pub checker: CheckerReport,
 }
 
+/// Watch history the masters keep under the watch workload: its final
+/// watcher reads every revision of the run again from the first, so none
+/// may be compacted away (the masters' default keeps 100 000, which a
+/// 10-minute run passes: the final watcher then got Compacted and nothing).
+const WATCH_HISTORY_REVISIONS: u64 = 1_000_000_000;
+
+/// The masters' extra flags: the user's, plus for the watch workload a
+/// history long enough for the final watcher unless the user set one.
+pub(crate) fn server_args(config: &TestConfig) -> Vec<String> {
+    let mut args = config.server_args.clone();
+    let set = |flag: &str| {
+        args.iter()
+            .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+    };
+    if config.workload == WorkloadKind::Watch && !set("--history-revisions") {
+        args.push(format!("--history-revisions={WATCH_HISTORY_REVISIONS}"));
+    }
+    args
+}
+
 /// Runs one test; writes `history.jsonl` and `results.json` to the run
 /// directory and returns the results.
 pub async fn run_test(config: TestConfig) -> Result<Results, RunError> {
@@ -247,7 +267,7 @@ pub async fn run_test(config: TestConfig) -> Result<Results, RunError> {
         rafter_bin: config.rafter_bin.clone(),
         nodes: config.nodes,
         dir: config.run_dir.clone(),
-        server_args: config.server_args.clone(),
+        server_args: server_args(&config),
         net: config.net.clone(),
     })?));
     let endpoints = lock(&cluster).endpoints();
