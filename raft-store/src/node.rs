@@ -722,6 +722,9 @@ impl Node {
         let mut stop = self.stopped();
         let heartbeat = Duration::from_millis(self.options.heartbeat_ms);
         let lease = Duration::from_millis(self.options.election_timeout_max_ms);
+        // 10 ms to half a heartbeat, so the followers do not act in step.
+        let jitter =
+            || Duration::from_millis(rand::random_range(10..=10 + self.options.heartbeat_ms / 2));
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         let mut triggered: Option<(NodeId, u64)> = None;
         loop {
@@ -751,9 +754,8 @@ impl Node {
             if !refused {
                 continue;
             }
-            let jitter =
-                Duration::from_millis(rand::random_range(10..=10 + self.options.heartbeat_ms / 2));
-            tokio::time::sleep((lease + jitter).saturating_sub(self.since_leader_contact())).await;
+            tokio::time::sleep((lease + jitter()).saturating_sub(self.since_leader_contact()))
+                .await;
             if self.leader().map(|(id, _)| id) != Some(leader_id) || self.is_leader() {
                 continue;
             }
@@ -767,11 +769,8 @@ impl Node {
                     tracing::info!(round, "still a candidate: standing again");
                 }
                 let _ = self.raft.trigger().elect().await;
-                let jitter = Duration::from_millis(rand::random_range(
-                    10..=10 + self.options.heartbeat_ms / 2,
-                ));
                 tokio::select! {
-                    _ = tokio::time::sleep(heartbeat + jitter) => {}
+                    _ = tokio::time::sleep(heartbeat + jitter()) => {}
                     _ = stop.changed() => return,
                 }
                 if self.raft.metrics().borrow().state != ServerState::Candidate {
