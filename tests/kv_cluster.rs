@@ -462,6 +462,15 @@ async fn lease_keys_vanish_without_keep_alive_and_survive_leader_kill_with_it() 
         revoked.as_ref().is_err_and(|e| e.is_not_found()),
         "expired lease is gone: {revoked:?}"
     );
+    // A definite answer names the master that gave it.
+    let answered = revoked.as_ref().unwrap_err().endpoint().map(str::to_string);
+    assert!(
+        answered
+            .as_ref()
+            .is_some_and(|e| client.endpoints().contains(e)),
+        "the NOT_FOUND names one of {:?}: {answered:?}",
+        client.endpoints()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -514,7 +514,7 @@ impl Client {
         let reason = match tokio::time::timeout(t, call).await {
             Ok(Ok(resp)) => return Ok(resp.into_inner()),
             Ok(Err(status)) => match classify(status, 0) {
-                Outcome::Fail(e) => return Err(e),
+                Outcome::Fail(e) => return Err(e.answered_by(&name)),
                 Outcome::Retry(reason) => reason,
             },
             Err(_) => format!("no answer within {t:?}"),
@@ -676,7 +676,7 @@ impl Client {
                     return Ok((resp.into_inner(), i));
                 }
                 Ok(Err(status)) => match classify(status, policy.requested_revision) {
-                    Outcome::Fail(e) => return Err(e),
+                    Outcome::Fail(e) => return Err(e.answered_by(endpoints.name(i))),
                     Outcome::Retry(reason) => reason,
                 },
                 Err(_) => format!("no answer within {t:?}"),

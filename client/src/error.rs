@@ -62,16 +62,52 @@ pub enum Error {
     /// changed nothing), e.g. `NOT_FOUND` for an unknown lease.
     // The status is the error itself, not its cause, so it is not marked
     // `#[source]`: error reports would otherwise print its message twice.
-    #[error("server error ({:?}): {}", .0.code(), .0.message())]
-    Status(Status),
+    #[error("server error ({:?}): {}", .status.code(), .status.message())]
+    Status {
+        /// The master's answer.
+        status: Status,
+        /// The master that gave it (`host:port` as configured), when the
+        /// error came from a call rather than from the client itself.
+        endpoint: Option<String>,
+    },
 }
 
 impl Error {
     /// The gRPC status of a definite server error, if this is one.
     pub fn status(&self) -> Option<&Status> {
         match self {
-            Error::Status(s) => Some(s),
+            Error::Status { status, .. } => Some(status),
             _ => None,
+        }
+    }
+
+    /// The master that gave a definite server error, if known. (A success
+    /// names its master in the response header's `member_id`.)
+    pub fn endpoint(&self) -> Option<&str> {
+        match self {
+            Error::Status { endpoint, .. } => endpoint.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Names `endpoint` as the master that gave a definite server error
+    /// (other errors are returned as they are).
+    pub(crate) fn answered_by(self, endpoint: &str) -> Self {
+        match self {
+            Error::Status { status, .. } => Error::Status {
+                status,
+                endpoint: Some(endpoint.to_string()),
+            },
+            other => other,
+        }
+    }
+
+    /// A definite error that did not come from a master's answer (e.g. a
+    /// reply the client could not decode).
+    pub fn local_status(status: Status) -> Self {
+        Error::Status {
+            status,
+            endpoint: None,
         }
     }
 
@@ -151,7 +187,7 @@ pub(crate) fn classify(status: Status, requested_revision: u64) -> Outcome {
         | Code::Unknown
         | Code::Internal
         | Code::Aborted => Outcome::Retry(describe(&status)),
-        _ => Outcome::Fail(Error::Status(status)),
+        _ => Outcome::Fail(Error::local_status(status)),
     }
 }
 
@@ -274,7 +310,10 @@ mod tests {
     #[test]
     fn other_out_of_range_is_definite() {
         let s = Status::out_of_range("limit too large");
-        assert!(matches!(classify(s, 0), Outcome::Fail(Error::Status(_))));
+        assert!(matches!(
+            classify(s, 0),
+            Outcome::Fail(Error::Status { .. })
+        ));
     }
 
     #[test]
@@ -297,7 +336,10 @@ mod tests {
             Status::failed_precondition("learner"),
             Status::already_exists("member"),
         ] {
-            assert!(matches!(classify(s, 0), Outcome::Fail(Error::Status(_))));
+            assert!(matches!(
+                classify(s, 0),
+                Outcome::Fail(Error::Status { .. })
+            ));
         }
     }
 

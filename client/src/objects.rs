@@ -80,7 +80,7 @@ fn objects_client(conn: Conn) -> ObjectsClient<Conn> {
 
 fn decode<K: Object>(bytes: &[u8]) -> Result<K, Error> {
     K::decode(bytes).map_err(|e| {
-        Error::Status(tonic::Status::internal(format!(
+        Error::local_status(tonic::Status::internal(format!(
             "the master sent an undecodable {}: {e}",
             K::INFO.kind
         )))

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use rafter_client::{Client, ClientOptions};
 use rand::Rng;
 
+use crate::history::Masters;
 use crate::netns::{NetConfig, NetError, Netns};
 
 /// Failures starting or controlling the cluster.
@@ -201,6 +202,14 @@ impl Cluster {
     /// Every master's address.
     pub fn endpoints(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.addr.clone()).collect()
+    }
+
+    /// Every master's name and address.
+    pub fn names_and_endpoints(&self) -> Vec<(String, String)> {
+        self.nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.addr.clone()))
+            .collect()
     }
 
     /// The run directory.
@@ -421,6 +430,18 @@ pub async fn client(endpoints: &[String], op_timeout: Duration) -> Result<Client
     Client::connect_with_options(endpoints, options)
         .await
         .map_err(ClusterError::Client)
+}
+
+/// The masters `(name, address)` with their member ids, asked of each, to
+/// name in the history the master that answered an operation. Every master
+/// must answer (they all do once a leader has been agreed on).
+pub async fn masters(client: &Client, nodes: &[(String, String)]) -> Result<Masters, ClusterError> {
+    let mut masters = Masters::default();
+    for (name, addr) in nodes {
+        let s = client.status_of(addr).await.map_err(ClusterError::Client)?;
+        masters.add(name, addr, s.member_id);
+    }
+    Ok(masters)
 }
 
 /// The index of the leader, if the running, unpaused nodes among `nodes`

@@ -129,6 +129,68 @@ pub struct Event {
     /// Why an operation failed or is indeterminate; free text for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The master that answered (`n1`, ...), on `ok` and `fail` completions
+    /// when the client knows it; absent otherwise (an `info` has no answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+/// Which master answered an operation, as the client saw it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Answer {
+    /// No master's answer (indeterminate, or decided by the client).
+    #[default]
+    Unknown,
+    /// The member id in a response header.
+    Member(u64),
+    /// The endpoint (`host:port`) a definite error came from.
+    Endpoint(String),
+}
+
+/// The masters of a run by member id and by endpoint, to name the one that
+/// answered each operation in the history.
+#[derive(Debug, Clone, Default)]
+pub struct Masters {
+    by_id: std::collections::HashMap<u64, String>,
+    by_endpoint: std::collections::HashMap<String, String>,
+}
+
+impl Masters {
+    /// Adds master `name`, serving at `endpoint`, with member id `id`.
+    pub fn add(&mut self, name: &str, endpoint: &str, id: u64) {
+        self.by_id.insert(id, name.to_string());
+        self.by_endpoint
+            .insert(endpoint.to_string(), name.to_string());
+    }
+
+    /// The name of the master behind `answer`; an id or endpoint not of this
+    /// run is written as it is.
+    pub fn name(&self, answer: &Answer) -> Option<String> {
+        match answer {
+            Answer::Unknown => None,
+            Answer::Member(id) => Some(
+                self.by_id
+                    .get(id)
+                    .cloned()
+                    .unwrap_or_else(|| format!("{id:x}")),
+            ),
+            Answer::Endpoint(e) => Some(self.by_endpoint.get(e).cloned().unwrap_or(e.clone())),
+        }
+    }
+}
+
+/// How a client operation ended: its completion event's type, value and
+/// error, and who answered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    /// `ok`, `fail` or `info`.
+    pub kind: EventType,
+    /// The result (`ok`) or the argument again.
+    pub value: Value,
+    /// Why it failed or is indeterminate.
+    pub error: Option<String>,
+    /// The master that answered.
+    pub answer: Answer,
 }
 
 /// Writes events to a history file, stamping them with the time since the
@@ -181,12 +243,43 @@ impl HistoryWriter {
 /// Each event is stamped and written under one lock, so the file is in time
 /// order.
 #[derive(Clone)]
-pub struct Recorder(Arc<Mutex<HistoryWriter>>);
+pub struct Recorder(Arc<Mutex<(HistoryWriter, Masters)>>);
 
 impl Recorder {
-    /// Shares `writer`.
+    /// Shares `writer`; completions name no master.
     pub fn new(writer: HistoryWriter) -> Self {
-        Recorder(Arc::new(Mutex::new(writer)))
+        Self::with_masters(writer, Masters::default())
+    }
+
+    /// Shares `writer`; completions name the master that answered them,
+    /// as found in `masters`.
+    pub fn with_masters(writer: HistoryWriter, masters: Masters) -> Self {
+        Recorder(Arc::new(Mutex::new((writer, masters))))
+    }
+
+    /// Appends the completion `done` of operation `f` by `process`; returns
+    /// its time.
+    pub fn complete(
+        &self,
+        process: Process,
+        f: &str,
+        key: Option<&str>,
+        done: &Completion,
+    ) -> Result<u64, HistoryError> {
+        let mut guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (w, masters) = &mut *guard;
+        let time = w.now();
+        w.append(&Event {
+            process,
+            kind: done.kind,
+            f: f.to_string(),
+            key: key.map(str::to_string),
+            value: done.value.clone(),
+            time,
+            error: done.error.clone(),
+            node: masters.name(&done.answer),
+        })?;
+        Ok(time)
     }
 
     /// Appends an event stamped with the current time; returns the time.
@@ -199,7 +292,8 @@ impl Recorder {
         value: Value,
         error: Option<String>,
     ) -> Result<u64, HistoryError> {
-        let mut w = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let w = &mut guard.0;
         let time = w.now();
         w.append(&Event {
             process,
@@ -209,18 +303,19 @@ impl Recorder {
             value,
             time,
             error,
+            node: None,
         })?;
         Ok(time)
     }
 
     /// Nanoseconds since the start of the run.
     pub fn now(&self) -> u64 {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).now()
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).0.now()
     }
 
     /// Flushes the file.
     pub fn flush(&self) -> Result<(), HistoryError> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).flush()
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).0.flush()
     }
 }
 
@@ -290,6 +385,8 @@ pub struct Operation {
     pub ret: Option<u64>,
     /// How it ended.
     pub outcome: Outcome,
+    /// The completion's `error`, if it had one.
+    pub error: Option<String>,
 }
 
 /// Pairs each client invoke with its process's next completion; nemesis
@@ -321,6 +418,7 @@ pub fn operations(events: &[Event]) -> Result<Vec<Operation>, HistoryError> {
                     call: e.time,
                     ret: None,
                     outcome: Outcome::Info,
+                    error: None,
                 });
             }
             kind => {
@@ -331,6 +429,7 @@ pub fn operations(events: &[Event]) -> Result<Vec<Operation>, HistoryError> {
                     });
                 };
                 let op = &mut ops[idx];
+                op.error.clone_from(&e.error);
                 if op.f != e.f {
                     return Err(HistoryError::Unpaired {
                         line: i + 1,
@@ -384,6 +483,48 @@ mod tests {
     }
 
     #[test]
+    fn completions_name_the_master_that_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.jsonl");
+        let mut masters = Masters::default();
+        masters.add("n1", "10.0.0.1:2379", 11);
+        masters.add("n2", "10.0.0.2:2379", 22);
+        let recorder = Recorder::with_masters(HistoryWriter::create(&path).unwrap(), masters);
+        let done = |answer| Completion {
+            kind: EventType::Ok,
+            value: json!(1),
+            error: None,
+            answer,
+        };
+        for (p, answer) in [
+            (1, Answer::Member(22)),
+            (2, Answer::Endpoint("10.0.0.1:2379".into())),
+            (3, Answer::Unknown),
+            (4, Answer::Member(0xabc)),
+        ] {
+            let p = Process::Client(p);
+            recorder
+                .record(p, EventType::Invoke, "write", Some("k"), json!(1), None)
+                .unwrap();
+            recorder
+                .complete(p, "write", Some("k"), &done(answer))
+                .unwrap();
+        }
+        recorder.flush().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let nodes: Vec<Option<String>> = read_history(&path)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == EventType::Ok)
+            .map(|e| e.node)
+            .collect();
+        let expected = [Some("n2"), Some("n1"), None, Some("abc")];
+        assert_eq!(nodes, expected.map(|n| n.map(String::from)));
+        // Invokes and unknown answers carry no `node` key at all.
+        assert_eq!(text.matches(r#""node""#).count(), 3, "{text}");
+    }
+
+    #[test]
     fn operations_pair_invokes_with_completions_and_leave_open_ones_info() {
         let ev = |process, kind, f: &str, value, time| Event {
             process: Process::Client(process),
@@ -393,6 +534,7 @@ mod tests {
             value,
             time,
             error: None,
+            node: None,
         };
         let events = vec![
             ev(1, EventType::Invoke, "write", json!(3), 1),

@@ -272,13 +272,15 @@ pub async fn run_test(config: TestConfig) -> Result<Results, RunError> {
     })?));
     let endpoints = lock(&cluster).endpoints();
     let all: Vec<(usize, String)> = endpoints.iter().cloned().enumerate().collect();
-    let history_path = config.run_dir.join("history.jsonl");
-    let recorder = Recorder::new(HistoryWriter::create(&history_path)?);
     let client = cluster::client(&endpoints, config.op_timeout).await?;
 
     // Warm-up: a leader and one acknowledged write outside the history.
     let warmup = Duration::from_secs(30);
     cluster::wait_for_leader(&client, &all, warmup).await?;
+    let names = lock(&cluster).names_and_endpoints();
+    let masters = cluster::masters(&client, &names).await?;
+    let history_path = config.run_dir.join("history.jsonl");
+    let recorder = Recorder::with_masters(HistoryWriter::create(&history_path)?, masters);
     let deadline = Instant::now() + warmup;
     let warmup_revision = loop {
         if let Ok(r) = client.put("jepsen/warmup", "1", 0, false).await {
@@ -317,13 +319,7 @@ pub async fn run_test(config: TestConfig) -> Result<Results, RunError> {
             recorder.clone(),
         )),
         WorkloadKind::Watch => {
-            let nodes = {
-                let c = lock(&cluster);
-                c.nodes
-                    .iter()
-                    .map(|n| (n.name.clone(), n.addr.clone()))
-                    .collect()
-            };
+            let nodes = lock(&cluster).names_and_endpoints();
             Active::Watch(WatchWorkload::new(
                 config.watch.clone(),
                 recorder.clone(),

@@ -37,4 +37,18 @@ fn register_workload_is_linearizable_under_kills_and_pauses() {
         .filter(|l| l.contains(r#""process":"nemesis""#))
         .count();
     assert_eq!(nemesis_events, 2 * faults.len());
+
+    // Every `ok` names the master that answered it, one of the run's.
+    let mut answered = std::collections::BTreeSet::new();
+    for line in history.lines() {
+        let event: serde_json::Value = serde_json::from_str(line).unwrap();
+        if event["type"] == "ok" {
+            let node = event["node"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no node: {line}"));
+            assert!(["n1", "n2", "n3"].contains(&node), "{line}");
+            answered.insert(node.to_string());
+        }
+    }
+    assert!(!answered.is_empty());
 }

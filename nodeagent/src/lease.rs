@@ -92,7 +92,7 @@ impl LeaseRenewer {
                 Err(e) => return Err(e),
             }
         }
-        Err(Error::Status(tonic_status_conflict(&self.node)))
+        Err(Error::local_status(tonic_status_conflict(&self.node)))
     }
 }
 

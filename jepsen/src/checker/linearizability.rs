@@ -581,6 +581,7 @@ mod tests {
             } else {
                 Outcome::Info
             },
+            error: None,
         }
     }
 

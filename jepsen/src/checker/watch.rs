@@ -50,6 +50,9 @@ pub struct WatcherSummary {
     /// Chunks that could not open a stream, or whose stream broke before
     /// anything arrived (`fail`).
     pub failed_chunks: usize,
+    /// Of them, those a master refused as compacted: the revision the
+    /// watcher asked for was older than the master's history.
+    pub compacted_chunks: usize,
 }
 
 /// The watch checker's report.
@@ -210,6 +213,7 @@ pub fn check_operations(ops: &[Operation]) -> WatchReport {
             revisions: 0,
             last_revision: 0,
             failed_chunks: 0,
+            compacted_chunks: 0,
         };
         let first_from = list
             .first()
@@ -225,6 +229,9 @@ pub fn check_operations(ops: &[Operation]) -> WatchReport {
             }
             if op.outcome != Outcome::Ok {
                 summary.failed_chunks += 1;
+                if op.error.as_deref().is_some_and(is_compacted) {
+                    summary.compacted_chunks += 1;
+                }
                 continue;
             }
             for r in op
@@ -338,14 +345,20 @@ pub fn check_operations(ops: &[Operation]) -> WatchReport {
         if last < end {
             p.add(
                 "behind",
-                format!("watcher {w} stopped at revision {last}, before the end key's {end}"),
+                format!(
+                    "watcher {w} stopped at revision {last}, before the end key's {end}{}",
+                    compacted_cause(&report.watchers, *w)
+                ),
             );
         }
     }
     if !reference.contains_key(&end) {
         p.add(
             "behind",
-            format!("the final watcher never received the end key's revision {end}"),
+            format!(
+                "the final watcher never received the end key's revision {end}{}",
+                compacted_cause(&report.watchers, fw)
+            ),
         );
     }
 
@@ -532,6 +545,25 @@ fn check_writes(writes: &[Write], reference: &BTreeMap<u64, &Value>, p: &mut Pro
     }
 }
 
+/// Whether a chunk's error is a master's "compacted" answer.
+fn is_compacted(error: &str) -> bool {
+    error.contains("compacted:")
+}
+
+/// "; N chunks were refused as compacted ..." for a watcher that got such
+/// answers, else "": a watcher that asks for history its masters no longer
+/// keep falls behind for that reason, not because the store lost events.
+fn compacted_cause(watchers: &[WatcherSummary], w: u64) -> String {
+    match watchers.iter().find(|s| s.watcher == w) {
+        Some(s) if s.compacted_chunks > 0 => format!(
+            "; {} of its chunks were refused as compacted: the masters no longer keep \
+             that history (start them with a larger --history-revisions)",
+            s.compacted_chunks
+        ),
+        _ => String::new(),
+    }
+}
+
 fn short(revisions: &[u64]) -> String {
     let shown: Vec<String> = revisions.iter().take(10).map(u64::to_string).collect();
     if revisions.len() > 10 {
@@ -563,12 +595,17 @@ impl WatchReport {
         for w in &self.watchers {
             let _ = writeln!(
                 out,
-                "watcher {:<3} {:<14} {} revisions, last {}, {} failed chunks{}",
+                "watcher {:<3} {:<14} {} revisions, last {}, {} failed chunks{}{}",
                 w.watcher,
                 w.nodes.join(","),
                 w.revisions,
                 w.last_revision,
                 w.failed_chunks,
+                if w.compacted_chunks > 0 {
+                    format!(" ({} compacted)", w.compacted_chunks)
+                } else {
+                    String::new()
+                },
                 if w.is_final { " (final)" } else { "" }
             );
         }
@@ -634,6 +671,20 @@ mod tests {
                 .map(|(r, e)| json!({"revision": r, "events": e}))
                 .collect();
             self.op(100 + w, "ok", "watch", None, inv, out);
+        }
+        /// A watch chunk of watcher `w` that a master refused with `error`.
+        fn refused(&mut self, w: u64, fin: bool, from: u64, error: &str) {
+            let mut inv = json!({"watcher": w, "node": "n1", "from": from});
+            if fin {
+                inv["final"] = json!(true);
+            }
+            self.t += 1;
+            let e = json!({"process": 100 + w, "type": "invoke", "f": "watch", "value": inv, "time": self.t});
+            self.lines.push(e.to_string());
+            self.t += 1;
+            let e = json!({"process": 100 + w, "type": "fail", "f": "watch", "value": inv,
+                           "time": self.t, "error": error});
+            self.lines.push(e.to_string());
         }
         fn read(&mut self, rev: u64, kvs: Value) {
             self.op(
@@ -730,6 +781,39 @@ mod tests {
         let r = history(&all(), &all(), json!({"k1": 1, "end": 3})).check();
         assert_eq!(r.verdict, Verdict::Invalid);
         assert!(r.render().contains("final state: key k2"), "{}", r.render());
+    }
+
+    #[test]
+    fn a_final_watcher_refused_as_compacted_is_invalid_and_says_why() {
+        let mut h = H::new();
+        h.put("k1", 1, Some(2));
+        h.put(END_KEY, 3, Some(3));
+        let seq = vec![(2, put_ev("k1", 1)), (3, put_ev("end", 3))];
+        h.watch(0, false, 2, &seq);
+        h.read(3, json!({"k1": 1, "end": 3}));
+        let compacted = "status: OutOfRange, message: \"compacted: required revision 1 has \
+                         been compacted; compact revision is 2\"";
+        h.refused(1, true, 1, compacted);
+        h.refused(1, true, 1, compacted);
+        h.refused(1, true, 1, "stream not opened in time");
+        let r = h.check();
+        assert_eq!(r.verdict, Verdict::Invalid);
+        let final_watcher = r.watchers.iter().find(|w| w.is_final).unwrap();
+        assert_eq!(
+            (final_watcher.failed_chunks, final_watcher.compacted_chunks),
+            (3, 2)
+        );
+        let text = r.render();
+        assert!(
+            text.contains(
+                "never received the end key's revision 3; 2 of its chunks were refused as compacted"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("3 failed chunks (2 compacted) (final)"),
+            "{text}"
+        );
     }
 
     #[test]

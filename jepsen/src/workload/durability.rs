@@ -14,12 +14,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use rafter_client::{Client, Error as ClientError};
+use rafter_client::Client;
 use rafter_proto::kv::{PutRequest, RangeRequest};
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 
-use crate::history::{EventType, HistoryError, Process, Recorder};
+use crate::history::{Answer, Completion, EventType, HistoryError, Process, Recorder};
 
 const PREFIX: &str = "jepsen/durability/";
 
@@ -97,14 +97,12 @@ impl DurabilityWorkload {
                 value: n.to_string().into_bytes(),
                 ..Default::default()
             };
-            let (kind, error) = match client.put_request(req).await {
-                Ok(_) => (EventType::Ok, None),
-                Err(e @ ClientError::Unavailable { .. }) => (EventType::Info, Some(e.to_string())),
-                Err(e) => (EventType::Fail, Some(e.to_string())),
+            let done = match client.put_request(req).await {
+                Ok(r) => Completion::ok(json!(n), r.header.as_ref()),
+                Err(e) => Completion::of_write_error(json!(n), &e),
             };
-            self.recorder
-                .record(p, kind, "write", Some(&key), json!(n), error)?;
-            if kind == EventType::Info {
+            self.recorder.complete(p, "write", Some(&key), &done)?;
+            if done.kind == EventType::Info {
                 process = self.new_process();
             }
         }
@@ -121,15 +119,14 @@ impl DurabilityWorkload {
             prefix: true,
             ..Default::default()
         };
-        let (kind, value, error) = match client.range(req).await {
-            Ok(resp) if resp.more => (
-                EventType::Fail,
-                Value::Null,
-                Some("prefix read truncated (more = true)".to_string()),
-            ),
+        let done = match client.range(req).await {
+            Ok(resp) if resp.more => {
+                Completion::fail(Value::Null, "prefix read truncated (more = true)")
+                    .answered(Answer::of(resp.header.as_ref()))
+            }
             Ok(resp) => {
                 let mut found = Map::new();
-                for kv in resp.kvs {
+                for kv in &resp.kvs {
                     let key = String::from_utf8_lossy(&kv.key);
                     let key = key.strip_prefix(PREFIX).unwrap_or(&key).to_string();
                     let text = String::from_utf8_lossy(&kv.value);
@@ -138,11 +135,11 @@ impl DurabilityWorkload {
                         .map_or_else(|_| json!(text), |n| json!(n));
                     found.insert(key, value);
                 }
-                (EventType::Ok, Value::Object(found), None)
+                Completion::ok(Value::Object(found), resp.header.as_ref())
             }
-            Err(e) => (EventType::Fail, Value::Null, Some(e.to_string())),
+            Err(e) => Completion::failed(Value::Null, &e),
         };
-        self.recorder.record(p, kind, "read", None, value, error)?;
-        Ok(kind)
+        self.recorder.complete(p, "read", None, &done)?;
+        Ok(done.kind)
     }
 }

@@ -27,13 +27,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use rafter_client::{Client, Error as ClientError};
+use rafter_client::Client;
 use rafter_proto::kv::{LeaseGrantRequest, PutRequest, RangeRequest};
 use rand::Rng;
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 
-use crate::history::{EventType, HistoryError, Process, Recorder};
+use crate::history::{Answer, Completion, EventType, HistoryError, Process, Recorder};
 
 /// The stored key prefix.
 pub const PREFIX: &str = "jepsen/lease/";
@@ -75,20 +75,6 @@ pub struct LeaseWorkload {
     recorder: Recorder,
     next_process: Arc<AtomicU64>,
     next_lease: Arc<AtomicI64>,
-}
-
-/// The result of one recorded operation.
-struct Done {
-    kind: EventType,
-    value: Value,
-    error: Option<String>,
-}
-
-fn classify(e: ClientError) -> (EventType, Option<String>) {
-    match e {
-        e @ ClientError::Unavailable { .. } => (EventType::Info, Some(e.to_string())),
-        e => (EventType::Fail, Some(e.to_string())),
-    }
 }
 
 impl LeaseWorkload {
@@ -139,14 +125,13 @@ impl LeaseWorkload {
         call: F,
     ) -> Result<(EventType, Value), HistoryError>
     where
-        F: std::future::Future<Output = Done>,
+        F: std::future::Future<Output = Completion>,
     {
         let p = Process::Client(*process);
         self.recorder
             .record(p, EventType::Invoke, f, Some(key), input, None)?;
         let d = call.await;
-        self.recorder
-            .record(p, d.kind, f, Some(key), d.value.clone(), d.error)?;
+        self.recorder.complete(p, f, Some(key), &d)?;
         if d.kind == EventType::Info {
             *process = self.new_process();
         }
@@ -172,19 +157,8 @@ impl LeaseWorkload {
                         write_id: None,
                     };
                     match client.lease_grant_request(req).await {
-                        Ok(r) => Done {
-                            kind: EventType::Ok,
-                            value: json!(r.ttl),
-                            error: None,
-                        },
-                        Err(e) => {
-                            let (kind, error) = classify(e);
-                            Done {
-                                kind,
-                                value: json!(ttl),
-                                error,
-                            }
-                        }
+                        Ok(r) => Completion::ok(json!(r.ttl), r.header.as_ref()),
+                        Err(e) => Completion::of_write_error(json!(ttl), &e),
                     }
                 })
                 .await?;
@@ -201,19 +175,8 @@ impl LeaseWorkload {
                         ..Default::default()
                     };
                     match client.put_request(req).await {
-                        Ok(_) => Done {
-                            kind: EventType::Ok,
-                            value: json!(id),
-                            error: None,
-                        },
-                        Err(e) => {
-                            let (kind, error) = classify(e);
-                            Done {
-                                kind,
-                                value: json!(id),
-                                error,
-                            }
-                        }
+                        Ok(r) => Completion::ok(json!(id), r.header.as_ref()),
+                        Err(e) => Completion::of_write_error(json!(id), &e),
                     }
                 })
                 .await?;
@@ -229,24 +192,13 @@ impl LeaseWorkload {
                 let (kind, ttl_left) = self
                     .op(&mut process, "keepalive", &key, Value::Null, async {
                         match client.lease_keep_alive(id).await {
-                            Ok(r) => Done {
+                            Ok(r) => Completion::ok(json!(r.ttl), r.header.as_ref()),
+                            // A definite "no such lease": `ok` with null.
+                            Err(e) if e.is_not_found() => Completion {
                                 kind: EventType::Ok,
-                                value: json!(r.ttl),
-                                error: None,
+                                ..Completion::failed(Value::Null, &e)
                             },
-                            Err(e) if e.is_not_found() => Done {
-                                kind: EventType::Ok,
-                                value: Value::Null,
-                                error: Some(e.to_string()),
-                            },
-                            Err(e) => {
-                                let (kind, error) = classify(e);
-                                Done {
-                                    kind,
-                                    value: Value::Null,
-                                    error,
-                                }
-                            }
+                            Err(e) => Completion::of_write_error(Value::Null, &e),
                         }
                     })
                     .await?;
@@ -269,22 +221,16 @@ impl LeaseWorkload {
     ) -> Result<(EventType, Value), HistoryError> {
         let full_key = format!("{PREFIX}{key}");
         self.op(process, "read", key, Value::Null, async {
-            match client.get(full_key.clone()).await {
-                Ok(None) => Done {
-                    kind: EventType::Ok,
-                    value: Value::Null,
-                    error: None,
-                },
-                Ok(Some(kv)) => Done {
-                    kind: EventType::Ok,
-                    value: json!(kv.lease),
-                    error: None,
-                },
-                Err(e) => Done {
-                    kind: EventType::Fail,
-                    value: Value::Null,
-                    error: Some(e.to_string()),
-                },
+            let req = RangeRequest {
+                key: full_key.clone().into_bytes(),
+                ..Default::default()
+            };
+            match client.range(req).await {
+                Ok(r) => {
+                    let value = r.kvs.first().map_or(Value::Null, |kv| json!(kv.lease));
+                    Completion::ok(value, r.header.as_ref())
+                }
+                Err(e) => Completion::failed(Value::Null, &e),
             }
         })
         .await
@@ -301,24 +247,23 @@ impl LeaseWorkload {
             prefix: true,
             ..Default::default()
         };
-        let (kind, value, error) = match client.range(req).await {
-            Ok(resp) if resp.more => (
-                EventType::Fail,
-                Value::Null,
-                Some("prefix read truncated (more = true)".to_string()),
-            ),
+        let done = match client.range(req).await {
+            Ok(resp) if resp.more => {
+                Completion::fail(Value::Null, "prefix read truncated (more = true)")
+                    .answered(Answer::of(resp.header.as_ref()))
+            }
             Ok(resp) => {
                 let mut found = Map::new();
-                for kv in resp.kvs {
+                for kv in &resp.kvs {
                     let key = String::from_utf8_lossy(&kv.key);
                     let key = key.strip_prefix(PREFIX).unwrap_or(&key).to_string();
                     found.insert(key, json!(kv.lease));
                 }
-                (EventType::Ok, Value::Object(found), None)
+                Completion::ok(Value::Object(found), resp.header.as_ref())
             }
-            Err(e) => (EventType::Fail, Value::Null, Some(e.to_string())),
+            Err(e) => Completion::failed(Value::Null, &e),
         };
-        self.recorder.record(p, kind, "read", None, value, error)?;
-        Ok(kind)
+        self.recorder.complete(p, "read", None, &done)?;
+        Ok(done.kind)
     }
 }

@@ -17,15 +17,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use rafter_client::{Client, Error as ClientError};
+use rafter_client::Client;
 use rafter_proto::kv::compare::{CompareResult, CompareTarget, TargetUnion};
 use rafter_proto::kv::request_op::Request;
-use rafter_proto::kv::{Compare, PutRequest, RequestOp, TxnRequest};
+use rafter_proto::kv::{Compare, PutRequest, RangeRequest, RequestOp, TxnRequest};
 use rand::Rng;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::history::{EventType, HistoryError, Process, Recorder};
+use crate::history::{Answer, Completion, EventType, HistoryError, Process, Recorder};
 
 /// Settings of the workload.
 #[derive(Debug, Clone)]
@@ -65,22 +65,6 @@ pub struct RegisterWorkload {
 const PREFIX: &str = "jepsen/register/";
 
 /// The completion of one operation.
-struct Completion {
-    kind: EventType,
-    value: Value,
-    error: Option<String>,
-}
-
-impl Completion {
-    fn ok(value: Value) -> Self {
-        Completion {
-            kind: EventType::Ok,
-            value,
-            error: None,
-        }
-    }
-}
-
 impl RegisterWorkload {
     /// A workload recording into `recorder`.
     pub fn new(config: RegisterConfig, recorder: Recorder) -> Self {
@@ -170,18 +154,15 @@ impl RegisterWorkload {
         let p = Process::Client(process);
         self.recorder
             .record(p, EventType::Invoke, f, Some(key), input.clone(), None)?;
-        let done = match f {
+        let mut done = match f {
             "read" => read(client, key).await,
             "write" => write(client, key, &input).await,
             _ => cas(client, key, &input).await,
         };
-        let value = if done.kind == EventType::Ok && f == "read" {
-            done.value
-        } else {
-            input
-        };
-        self.recorder
-            .record(p, done.kind, f, Some(key), value, done.error)?;
+        if !(done.kind == EventType::Ok && f == "read") {
+            done.value = input;
+        }
+        self.recorder.complete(p, f, Some(key), &done)?;
         Ok(done.kind)
     }
 }
@@ -195,35 +176,27 @@ fn encode(v: &Value) -> Vec<u8> {
 }
 
 async fn read(client: &Client, key: &str) -> Completion {
-    match client.get(full_key(key)).await {
-        Ok(None) => Completion::ok(Value::Null),
-        Ok(Some(kv)) => match std::str::from_utf8(&kv.value)
-            .ok()
-            .and_then(|s| s.parse::<i64>().ok())
-        {
-            Some(v) => Completion::ok(json!(v)),
-            // Not ours to judge here: record the raw text; the checker will
-            // reject it as outside the model.
-            None => Completion::ok(json!(String::from_utf8_lossy(&kv.value))),
-        },
-        Err(e) => Completion {
-            kind: EventType::Fail,
-            value: Value::Null,
-            error: Some(e.to_string()),
-        },
-    }
-}
-
-/// `fail` for definite errors, `info` when the request may have been applied.
-fn classify(e: ClientError) -> Completion {
-    let kind = match e {
-        ClientError::Unavailable { .. } => EventType::Info,
-        _ => EventType::Fail,
+    let req = RangeRequest {
+        key: full_key(key),
+        ..Default::default()
     };
-    Completion {
-        kind,
-        value: Value::Null,
-        error: Some(e.to_string()),
+    match client.range(req).await {
+        Ok(resp) => {
+            let value = match resp.kvs.first() {
+                None => Value::Null,
+                Some(kv) => match std::str::from_utf8(&kv.value)
+                    .ok()
+                    .and_then(|s| s.parse::<i64>().ok())
+                {
+                    Some(v) => json!(v),
+                    // Not ours to judge here: record the raw text; the
+                    // checker will reject it as outside the model.
+                    None => json!(String::from_utf8_lossy(&kv.value)),
+                },
+            };
+            Completion::ok(value, resp.header.as_ref())
+        }
+        Err(e) => Completion::failed(Value::Null, &e),
     }
 }
 
@@ -234,8 +207,8 @@ async fn write(client: &Client, key: &str, value: &Value) -> Completion {
         ..Default::default()
     };
     match client.put_request(req).await {
-        Ok(_) => Completion::ok(value.clone()),
-        Err(e) => classify(e),
+        Ok(r) => Completion::ok(value.clone(), r.header.as_ref()),
+        Err(e) => Completion::of_write_error(Value::Null, &e),
     }
 }
 
@@ -258,12 +231,10 @@ async fn cas(client: &Client, key: &str, pair: &Value) -> Completion {
         write_id: None,
     };
     match client.txn(req).await {
-        Ok(r) if r.succeeded => Completion::ok(pair.clone()),
-        Ok(_) => Completion {
-            kind: EventType::Fail,
-            value: Value::Null,
-            error: Some("compare failed".into()),
-        },
-        Err(e) => classify(e),
+        Ok(r) if r.succeeded => Completion::ok(pair.clone(), r.header.as_ref()),
+        Ok(r) => {
+            Completion::fail(Value::Null, "compare failed").answered(Answer::of(r.header.as_ref()))
+        }
+        Err(e) => Completion::of_write_error(Value::Null, &e),
     }
 }

@@ -32,12 +32,12 @@ use std::time::Duration;
 use rafter_client::{Client, Error as ClientError};
 use rafter_proto::kv::compare::{CompareResult, CompareTarget, TargetUnion};
 use rafter_proto::kv::request_op::Request;
-use rafter_proto::kv::{Compare, PutRequest, RequestOp, TxnRequest};
+use rafter_proto::kv::{Compare, PutRequest, RangeRequest, RequestOp, TxnRequest};
 use rand::Rng;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::history::{EventType, HistoryError, Process, Recorder};
+use crate::history::{Answer, Completion, EventType, HistoryError, Process, Recorder};
 
 /// How often an indeterminate Txn is resent with the same `write_id` under
 /// `retry_same_write` before the add is given up as `info`.
@@ -82,18 +82,6 @@ pub struct SetWorkload {
     next_element: Arc<AtomicU64>,
 }
 
-struct Completion {
-    kind: EventType,
-    error: Option<String>,
-}
-
-fn done(kind: EventType, error: impl Into<Option<String>>) -> Completion {
-    Completion {
-        kind,
-        error: error.into(),
-    }
-}
-
 impl SetWorkload {
     /// A workload recording into `recorder`.
     pub fn new(config: SetConfig, recorder: Recorder) -> Self {
@@ -136,8 +124,7 @@ impl SetWorkload {
             self.recorder
                 .record(p, EventType::Invoke, "add", Some(KEY), json!(element), None)?;
             let c = self.add(&client, element).await;
-            self.recorder
-                .record(p, c.kind, "add", Some(KEY), json!(element), c.error)?;
+            self.recorder.complete(p, "add", Some(KEY), &c)?;
             if c.kind == EventType::Info {
                 process = self.new_process();
             }
@@ -146,11 +133,14 @@ impl SetWorkload {
     }
 
     async fn add(&self, client: &Client, element: u64) -> Completion {
+        let value = json!(element);
+        let mut answer = Answer::Unknown;
         for _ in 0..self.config.max_attempts {
             // Nothing of this add has taken effect yet: any failure is `fail`.
             let (mut list, revision) = match read_list(client).await {
                 Ok(r) => r,
-                Err(e) => return done(EventType::Fail, e),
+                Err(ReadError::Client(e)) => return Completion::failed(value, &e),
+                Err(ReadError::NotAList(reason)) => return Completion::fail(value, reason),
             };
             list.push(element);
             let req = TxnRequest {
@@ -173,10 +163,11 @@ impl SetWorkload {
             let mut retries = 0;
             loop {
                 match client.txn(req.clone()).await {
-                    Ok(r) if r.succeeded => return done(EventType::Ok, None),
+                    Ok(r) if r.succeeded => return Completion::ok(value, r.header.as_ref()),
                     // Not applied: read again, after a short random pause so
                     // that contending workers spread out.
-                    Ok(_) => {
+                    Ok(r) => {
+                        answer = Answer::of(r.header.as_ref());
                         let ms = rand::rng().random_range(0..20);
                         tokio::time::sleep(Duration::from_millis(ms)).await;
                         break;
@@ -186,17 +177,15 @@ impl SetWorkload {
                     {
                         retries += 1;
                     }
-                    Err(e @ ClientError::Unavailable { .. }) => {
-                        return done(EventType::Info, e.to_string());
-                    }
-                    Err(e) => return done(EventType::Fail, e.to_string()),
+                    Err(e) => return Completion::of_write_error(value, &e),
                 }
             }
         }
-        done(
-            EventType::Fail,
+        Completion::fail(
+            value,
             format!("compare failed {} times in a row", self.config.max_attempts),
         )
+        .answered(answer)
     }
 
     /// One final read as a fresh process, recorded; returns its type.
@@ -204,37 +193,53 @@ impl SetWorkload {
         let p = Process::Client(self.new_process());
         self.recorder
             .record(p, EventType::Invoke, "read", Some(KEY), Value::Null, None)?;
-        let (kind, value, error) = match client.get(FULL_KEY).await {
-            Ok(None) => (EventType::Ok, json!([]), None),
+        let done = match client.range(range_request()).await {
             // Whatever is there, as JSON if it is JSON, else as text: the
             // checker judges it.
-            Ok(Some(kv)) => (
-                EventType::Ok,
-                serde_json::from_slice(&kv.value)
-                    .unwrap_or_else(|_| json!(String::from_utf8_lossy(&kv.value))),
-                None,
-            ),
-            Err(e) => (EventType::Fail, Value::Null, Some(e.to_string())),
+            Ok(resp) => {
+                let value = resp.kvs.first().map_or(json!([]), |kv| {
+                    serde_json::from_slice(&kv.value)
+                        .unwrap_or_else(|_| json!(String::from_utf8_lossy(&kv.value)))
+                });
+                Completion::ok(value, resp.header.as_ref())
+            }
+            Err(e) => Completion::failed(Value::Null, &e),
         };
-        self.recorder
-            .record(p, kind, "read", Some(KEY), value, error)?;
-        Ok(kind)
+        self.recorder.complete(p, "read", Some(KEY), &done)?;
+        Ok(done.kind)
     }
 }
 
-/// The list and the key's `mod_revision` (0 when absent). A value that is
-/// not a JSON list of integers is an error.
-async fn read_list(client: &Client) -> Result<(Vec<u64>, u64), String> {
-    match client.get(FULL_KEY).await {
-        Ok(None) => Ok((Vec::new(), 0)),
-        Ok(Some(kv)) => serde_json::from_slice::<Vec<u64>>(&kv.value)
+fn range_request() -> RangeRequest {
+    RangeRequest {
+        key: FULL_KEY.into(),
+        ..Default::default()
+    }
+}
+
+/// Why the list could not be read.
+enum ReadError {
+    /// The read failed.
+    Client(ClientError),
+    /// The value is not a JSON list of integers.
+    NotAList(String),
+}
+
+/// The list and the key's `mod_revision` (0 when absent).
+async fn read_list(client: &Client) -> Result<(Vec<u64>, u64), ReadError> {
+    let resp = client
+        .range(range_request())
+        .await
+        .map_err(ReadError::Client)?;
+    match resp.kvs.first() {
+        None => Ok((Vec::new(), 0)),
+        Some(kv) => serde_json::from_slice::<Vec<u64>>(&kv.value)
             .map(|l| (l, kv.mod_revision))
             .map_err(|e| {
-                format!(
+                ReadError::NotAList(format!(
                     "value {:?} is not a list of integers: {e}",
                     String::from_utf8_lossy(&kv.value)
-                )
+                ))
             }),
-        Err(e) => Err(e.to_string()),
     }
 }

@@ -43,7 +43,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rafter_client::{Client, Error as ClientError};
+use rafter_client::Client;
 use rafter_proto::kv::event::EventType as PbEventType;
 use rafter_proto::kv::kv_client::KvClient;
 use rafter_proto::kv::{DeleteRangeRequest, PutRequest, RangeRequest, WatchRequest, WatchResponse};
@@ -54,7 +54,7 @@ use tokio::task::JoinHandle;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::history::{EventType, HistoryError, Process, Recorder};
+use crate::history::{Answer, Completion, EventType, HistoryError, Process, Recorder};
 
 /// The stored key prefix.
 pub const PREFIX: &str = "jepsen/watch/";
@@ -302,19 +302,16 @@ impl WatchWorkload {
             value: n.to_string().into_bytes(),
             ..Default::default()
         };
-        let (kind, value, error, revision) = match client.put_request(req).await {
+        let (done, revision) = match client.put_request(req).await {
             Ok(resp) => {
-                let r = resp.header.map_or(0, |h| h.revision);
-                (EventType::Ok, json!({"value": n, "revision": r}), None, r)
+                let r = resp.header.as_ref().map_or(0, |h| h.revision);
+                let value = json!({"value": n, "revision": r});
+                (Completion::ok(value, resp.header.as_ref()), r)
             }
-            Err(e @ ClientError::Unavailable { .. }) => {
-                (EventType::Info, json!({"value": n}), Some(e.to_string()), 0)
-            }
-            Err(e) => (EventType::Fail, json!({"value": n}), Some(e.to_string()), 0),
+            Err(e) => (Completion::of_write_error(json!({"value": n}), &e), 0),
         };
-        self.recorder
-            .record(p, kind, "put", Some(key), value, error)?;
-        Ok((kind, revision))
+        self.recorder.complete(p, "put", Some(key), &done)?;
+        Ok((done.kind, revision))
     }
 
     async fn put(
@@ -339,20 +336,16 @@ impl WatchWorkload {
             key: format!("{PREFIX}{key}").into_bytes(),
             ..Default::default()
         };
-        let (kind, value, error) = match client.delete_request(req).await {
-            Ok(resp) => (
-                EventType::Ok,
-                json!({"revision": resp.header.map_or(0, |h| h.revision), "deleted": resp.deleted}),
-                None,
-            ),
-            Err(e @ ClientError::Unavailable { .. }) => {
-                (EventType::Info, json!({}), Some(e.to_string()))
+        let done = match client.delete_request(req).await {
+            Ok(resp) => {
+                let revision = resp.header.as_ref().map_or(0, |h| h.revision);
+                let value = json!({"revision": revision, "deleted": resp.deleted});
+                Completion::ok(value, resp.header.as_ref())
             }
-            Err(e) => (EventType::Fail, json!({}), Some(e.to_string())),
+            Err(e) => Completion::of_write_error(json!({}), &e),
         };
-        self.recorder
-            .record(p, kind, "delete", Some(key), value, error)?;
-        Ok(kind)
+        self.recorder.complete(p, "delete", Some(key), &done)?;
+        Ok(done.kind)
     }
 
     /// Watch chunks until the end target is set and reached (or its deadline
@@ -548,12 +541,11 @@ impl WatchWorkload {
             prefix: true,
             ..Default::default()
         };
-        let (kind, value, error) = match client.range(req).await {
-            Ok(resp) if resp.more => (
-                EventType::Fail,
-                Value::Null,
-                Some("prefix read truncated (more = true)".to_string()),
-            ),
+        let done = match client.range(req).await {
+            Ok(resp) if resp.more => {
+                Completion::fail(Value::Null, "prefix read truncated (more = true)")
+                    .answered(Answer::of(resp.header.as_ref()))
+            }
             Ok(resp) => {
                 let mut kvs = Map::new();
                 for kv in &resp.kvs {
@@ -561,16 +553,13 @@ impl WatchWorkload {
                     let key = key.strip_prefix(PREFIX).unwrap_or(&key).to_string();
                     kvs.insert(key, number_or_text(&kv.value));
                 }
-                let revision = resp.header.map_or(0, |h| h.revision);
-                (
-                    EventType::Ok,
-                    json!({"revision": revision, "kvs": kvs}),
-                    None,
-                )
+                let revision = resp.header.as_ref().map_or(0, |h| h.revision);
+                let value = json!({"revision": revision, "kvs": kvs});
+                Completion::ok(value, resp.header.as_ref())
             }
-            Err(e) => (EventType::Fail, Value::Null, Some(e.to_string())),
+            Err(e) => Completion::failed(Value::Null, &e),
         };
-        self.recorder.record(p, kind, "read", None, value, error)?;
-        Ok(kind)
+        self.recorder.complete(p, "read", None, &done)?;
+        Ok(done.kind)
     }
 }
