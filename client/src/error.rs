@@ -187,7 +187,11 @@ pub(crate) fn classify(status: Status, requested_revision: u64) -> Outcome {
         | Code::Unknown
         | Code::Internal
         | Code::Aborted => Outcome::Retry(describe(&status)),
-        _ => Outcome::Fail(Error::local_status(status)),
+        // The caller names the endpoint (`Error::answered_by`).
+        _ => Outcome::Fail(Error::Status {
+            status,
+            endpoint: None,
+        }),
     }
 }
 

@@ -375,6 +375,7 @@ impl<K: Object> WatchState<K> {
                 Err(status) => match classify(status, 0) {
                     Outcome::Fail(e) => {
                         self.finished = true;
+                        let e = e.answered_by(&self.client.endpoint_name(endpoint));
                         return Some((Err(e), self));
                     }
                     Outcome::Retry(reason) => reason,

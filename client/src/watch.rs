@@ -131,6 +131,7 @@ impl State {
                 Err(status) => match classify(status, self.next_revision) {
                     Outcome::Fail(e) => {
                         self.finished = true;
+                        let e = e.answered_by(&self.client.endpoint_name(endpoint));
                         return Some((Err(e), self));
                     }
                     Outcome::Retry(reason) => reason,
