@@ -590,3 +590,85 @@ async fn metrics_endpoint_serves_prometheus_text() {
         );
     }
 }
+
+/// Writes sent to a follower reach the leader in batched forward RPCs: the
+/// follower's forwarder puts every write that arrives while earlier
+/// forwards are in flight into the next RPC. Each write still gets its own
+/// result (its own revision) and is readable from every master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writes_to_a_follower_share_forward_rpcs() {
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let metrics: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let cluster = Cluster::start_each(3, &[], |i| {
+        vec!["--metrics-listen".into(), metrics[i].clone()]
+    });
+    let leader = cluster.leader().await;
+    let follower = (leader + 1) % 3;
+    let to_follower = cluster
+        .client_for(&[cluster.masters[follower].addr.clone()])
+        .await;
+    let counters = |addr: String| async move {
+        let text = tokio::task::spawn_blocking(move || scrape(&addr))
+            .await
+            .expect("scrape");
+        (
+            sample(&text, "rafter_forward_batches_total").expect("forward batches sample"),
+            sample(&text, "rafter_forwarded_proposals_total").expect("forwarded sample"),
+        )
+    };
+    let (batches_before, forwarded_before) = counters(metrics[follower].clone()).await;
+
+    const WRITES: usize = 400;
+    let writes = (0..WRITES).map(|i| {
+        let client = to_follower.clone();
+        tokio::spawn(async move {
+            let key = format!("fwd/{i:03}");
+            let resp = client
+                .put(key.as_str(), format!("v{i}"), 0, false)
+                .await
+                .unwrap_or_else(|e| panic!("put {key} via the follower: {e}"));
+            (key, resp.header.expect("header").revision)
+        })
+    });
+    let mut revisions = BTreeMap::new();
+    for w in writes.collect::<Vec<_>>() {
+        let (key, revision) = w.await.expect("writer");
+        revisions.insert(revision, key);
+    }
+    assert_eq!(
+        revisions.len(),
+        WRITES,
+        "every forwarded write must get its own revision"
+    );
+
+    let (batches, forwarded) = counters(metrics[follower].clone()).await;
+    let (batches, forwarded) = (batches - batches_before, forwarded - forwarded_before);
+    assert!(
+        forwarded >= WRITES as f64,
+        "the follower forwarded {forwarded} proposals for {WRITES} writes"
+    );
+    assert!(
+        batches * 2.0 <= forwarded,
+        "{forwarded} concurrent proposals took {batches} forward RPCs: they are not batched"
+    );
+
+    // Each write is readable, linearizably, from every master, at the
+    // revision its own result named.
+    for m in &cluster.masters {
+        let only = cluster.client_for(std::slice::from_ref(&m.addr)).await;
+        let resp = only
+            .range(rafter_proto::kv::RangeRequest {
+                key: b"fwd/".to_vec(),
+                prefix: true,
+                ..Default::default()
+            })
+            .await
+            .expect("linearizable range");
+        let seen: BTreeMap<u64, String> = resp
+            .kvs
+            .into_iter()
+            .map(|kv| (kv.mod_revision, String::from_utf8(kv.key).expect("utf-8")))
+            .collect();
+        assert_eq!(seen, revisions, "{} disagrees", m.name);
+    }
+}

@@ -36,3 +36,26 @@ pub enum Error {
     #[error("{0}")]
     FailedPrecondition(String),
 }
+
+impl Error {
+    /// A copy for one of several waiters sharing an outcome (a read-index
+    /// round, a forwarded batch): `Error` is not `Clone`, as it can hold a
+    /// RocksDB error. The variants shared outcomes produce keep their kind;
+    /// others become `Raft` with the same message.
+    pub(crate) fn copy(&self) -> Error {
+        match self {
+            Error::NoLeader => Error::NoLeader,
+            Error::ShuttingDown => Error::ShuttingDown,
+            Error::LeaderUnreachable { addr, message } => Error::LeaderUnreachable {
+                addr: addr.clone(),
+                message: message.clone(),
+            },
+            Error::Timeout(m) => Error::Timeout(m.clone()),
+            Error::Proposal { code, message } => Error::Proposal {
+                code: *code,
+                message: message.clone(),
+            },
+            other => Error::Raft(other.to_string()),
+        }
+    }
+}

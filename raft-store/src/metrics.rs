@@ -22,6 +22,8 @@ pub struct Metrics {
     pub proposals_total: IntCounter,
     pub proposals_failed: IntCounter,
     pub proposal_seconds: Histogram,
+    pub forward_batches: IntCounter,
+    pub forwarded_proposals: IntCounter,
     pub fsync_seconds: Histogram,
     pub apply_seconds: Histogram,
     pub db_size_bytes: IntGauge,
@@ -82,6 +84,14 @@ impl Metrics {
             proposals_failed: counter(
                 "rafter_proposals_failed_total",
                 "Client proposals that failed.",
+            ),
+            forward_batches: counter(
+                "rafter_forward_batches_total",
+                "RPCs that carried proposals from this master to the leader.",
+            ),
+            forwarded_proposals: counter(
+                "rafter_forwarded_proposals_total",
+                "Proposals this master forwarded to the leader.",
             ),
             proposal_seconds: histogram(
                 "rafter_proposal_duration_seconds",

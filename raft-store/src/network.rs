@@ -46,7 +46,9 @@ pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// A request a follower hands to the leader.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ForwardRequest {
-    /// A prost-encoded `Proposal`.
+    /// One prost-encoded `Proposal`. Followers of this version send
+    /// [`ForwardRequest::ProposeBatch`]; the leader still serves this for
+    /// followers of earlier versions during a rolling upgrade.
     Propose(Vec<u8>),
     /// Confirm leadership and return an index that reads must wait for.
     ReadIndex,
@@ -59,6 +61,11 @@ pub enum ForwardRequest {
     RemoveMember {
         name: String,
     },
+    /// Prost-encoded `Proposal`s that reached this follower while earlier
+    /// forwards were in flight, sent in one RPC. The leader proposes each
+    /// on its own (its group commit usually puts them in one log entry) and
+    /// answers each in [`ForwardResponse::ProposedBatch`], in order.
+    ProposeBatch(Vec<Vec<u8>>),
 }
 
 /// The leader's answer to a [`ForwardRequest`].
@@ -78,6 +85,22 @@ pub enum ForwardResponse {
         code: i32,
         message: String,
     },
+    /// One outcome per proposal of a [`ForwardRequest::ProposeBatch`], in
+    /// the order they were sent.
+    ProposedBatch(Vec<Proposed>),
+}
+
+/// The leader's outcome for one forwarded proposal.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Proposed {
+    /// A prost-encoded `ProposalResult`.
+    Applied(Vec<u8>),
+    /// Refused before it entered the log: the receiver is not the leader
+    /// (any more), so the proposal may be sent again.
+    NotLeader,
+    /// Failed with a gRPC code and message; whether it was applied is what
+    /// the code says (e.g. UNAVAILABLE for an unknown outcome).
+    Failed { code: i32, message: String },
 }
 
 /// Shared pool of gRPC channels to peers, keyed by address.

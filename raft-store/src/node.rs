@@ -38,6 +38,7 @@ use crate::network::ForwardRequest;
 use crate::network::ForwardResponse;
 use crate::network::NetworkFactory;
 use crate::network::Peers;
+use crate::network::Proposed;
 use crate::read_index::ReadIndexBatcher;
 use crate::read_index::Round;
 use crate::state_machine::KEY_COMPACT;
@@ -52,6 +53,12 @@ use crate::types::node_id_of;
 /// Election rounds the leader watchdog starts, a heartbeat apart, once the
 /// leader's process is gone (see `run_leader_watchdog`).
 const ELECTION_ROUNDS: u32 = 3;
+
+/// Forward RPCs a follower keeps in flight before it queues proposals for
+/// the next one. Well above the leader's `max_in_flight` log batches, so a
+/// follower with a few writers sends each at once (a queued proposal waits
+/// for a whole commit), while hundreds of writers share a few RPCs.
+const FORWARDS_IN_FLIGHT: usize = 16;
 
 /// Tunables of a master. Defaults suit a LAN or one machine.
 #[derive(Debug, Clone)]
@@ -130,6 +137,12 @@ struct Pending {
     tx: oneshot::Sender<Result<Vec<u8>, Error>>,
 }
 
+/// A proposal waiting on a follower to be forwarded to the leader.
+struct Forward {
+    bytes: Vec<u8>,
+    tx: oneshot::Sender<Result<Proposed, Error>>,
+}
+
 /// A running master.
 pub struct Node {
     pub id: NodeId,
@@ -142,6 +155,8 @@ pub struct Node {
     pub options: NodeOptions,
     data_path: std::path::PathBuf,
     proposals: mpsc::Sender<Pending>,
+    /// Proposals this master forwards to the leader as follower.
+    forwards: mpsc::Sender<Forward>,
     /// Read-index rounds this master runs as leader (for its own reads and
     /// followers' `ReadIndex` requests).
     leader_reads: ReadIndexBatcher,
@@ -215,6 +230,7 @@ impl Node {
         }
 
         let (tx, rx) = mpsc::channel(65_536);
+        let (forwards, forwards_rx) = mpsc::channel(65_536);
         let (shutdown, _) = watch::channel(false);
         // The batchers' rounds hold the node only weakly, so dropping the
         // node drops the batchers and ends their tasks.
@@ -231,6 +247,7 @@ impl Node {
                 options,
                 data_path: data_dir.path.clone(),
                 proposals: tx,
+                forwards,
                 leader_reads: ReadIndexBatcher::spawn(move || {
                     let me = a.upgrade();
                     async move {
@@ -255,6 +272,7 @@ impl Node {
             }
         });
         tokio::spawn(node.clone().run_proposer(rx));
+        tokio::spawn(node.clone().run_forwarder(forwards_rx));
         tokio::spawn(node.clone().run_leader_duties());
         tokio::spawn(node.clone().run_compactor());
         tokio::spawn(node.clone().run_leader_watchdog());
@@ -348,7 +366,7 @@ impl Node {
         let deadline = Instant::now() + self.options.request_timeout;
         let mut waited_for_new_leader = false;
         loop {
-            let (leader_id, leader) = self.wait_leader(deadline).await?;
+            let (leader_id, _) = self.wait_leader(deadline).await?;
             let result = if leader_id == self.id {
                 match self.propose_local(bytes.clone()).await {
                     Err(Error::NoLeader) => None,
@@ -356,17 +374,11 @@ impl Node {
                 }
             } else {
                 let term = self.raft.metrics().borrow().current_term;
-                match self
-                    .forward(&leader, &ForwardRequest::Propose(bytes.clone()))
-                    .await
-                {
-                    Ok(ForwardResponse::Proposed(r)) => Some(r),
-                    Ok(ForwardResponse::NotLeader { .. }) => None,
-                    Ok(ForwardResponse::Failed { code, message }) => {
+                match self.forward_proposal(bytes.clone()).await {
+                    Ok(Proposed::Applied(r)) => Some(r),
+                    Ok(Proposed::NotLeader) => None,
+                    Ok(Proposed::Failed { code, message }) => {
                         return Err(Error::Proposal { code, message });
-                    }
-                    Ok(other) => {
-                        return Err(Error::Raft(format!("unexpected forward reply {other:?}")));
                     }
                     Err(e) if proposal.write_id.is_some() && !waited_for_new_leader => {
                         waited_for_new_leader = true;
@@ -436,6 +448,89 @@ impl Node {
         };
         self.shared.metrics.proposals_in_flight.dec();
         result
+    }
+
+    /// Hands a proposal to this follower's forwarder and waits for the
+    /// leader's outcome. `NotLeader` when no other master is known as
+    /// leader at the moment it is sent.
+    async fn forward_proposal(&self, bytes: Vec<u8>) -> Result<Proposed, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.forwards
+            .send(Forward { bytes, tx })
+            .await
+            .map_err(|_| Error::ShuttingDown)?;
+        rx.await.unwrap_or(Err(Error::ShuttingDown))
+    }
+
+    /// Forwards proposals to the leader in batches: one RPC carries every
+    /// proposal that arrived while [`FORWARDS_IN_FLIGHT`] earlier RPCs were
+    /// in flight, instead of one RPC (an HTTP/2 stream, its headers and
+    /// framing on both ends) per proposal. A proposal arriving when fewer
+    /// are in flight is sent at once.
+    async fn run_forwarder(self: Arc<Self>, mut rx: mpsc::Receiver<Forward>) {
+        let in_flight = Arc::new(Semaphore::new(FORWARDS_IN_FLIGHT));
+        loop {
+            let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                return;
+            };
+            let Some(first) = rx.recv().await else { return };
+            let mut batch = vec![first];
+            while batch.len() < self.options.max_batch {
+                match rx.try_recv() {
+                    Ok(f) => batch.push(f),
+                    Err(_) => break,
+                }
+            }
+            let node = self.clone();
+            tokio::spawn(async move {
+                node.forward_batch(batch).await;
+                drop(permit);
+            });
+        }
+    }
+
+    async fn forward_batch(&self, batch: Vec<Forward>) {
+        let (proposals, waiters): (Vec<_>, Vec<_>) =
+            batch.into_iter().map(|f| (f.bytes, f.tx)).unzip();
+        let leader = match self.leader() {
+            Some((id, leader)) if id != self.id => leader,
+            _ => {
+                for tx in waiters {
+                    let _ = tx.send(Ok(Proposed::NotLeader));
+                }
+                return;
+            }
+        };
+        let m = &self.shared.metrics;
+        m.forward_batches.inc();
+        m.forwarded_proposals.inc_by(proposals.len() as u64);
+        let sent = proposals.len();
+        let answer = self
+            .forward(&leader, &ForwardRequest::ProposeBatch(proposals))
+            .await;
+        let outcomes: Result<Vec<Proposed>, Error> = match answer {
+            Ok(ForwardResponse::ProposedBatch(outcomes)) if outcomes.len() == sent => Ok(outcomes),
+            Ok(ForwardResponse::NotLeader { .. }) => Ok(vec![Proposed::NotLeader; sent]),
+            Ok(ForwardResponse::Failed { code, message }) => {
+                Ok(vec![Proposed::Failed { code, message }; sent])
+            }
+            Ok(other) => Err(Error::Raft(format!(
+                "unexpected answer to {sent} forwarded proposals: {other:?}"
+            ))),
+            Err(e) => Err(e),
+        };
+        match outcomes {
+            Ok(outcomes) => {
+                for (tx, outcome) in waiters.into_iter().zip(outcomes) {
+                    let _ = tx.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                for tx in waiters {
+                    let _ = tx.send(Err(e.copy()));
+                }
+            }
+        }
     }
 
     /// Group commit: proposals that arrive while earlier log entries are in

@@ -61,24 +61,9 @@ impl ReadIndexBatcher {
         self.waiters.send(tx).map_err(|_| Error::ShuttingDown)?;
         match rx.await {
             Ok(Ok(index)) => Ok(index),
-            Ok(Err(e)) => Err(copy_error(&e)),
+            Ok(Err(e)) => Err(e.copy()),
             Err(_) => Err(Error::ShuttingDown),
         }
-    }
-}
-
-/// A waiter's own copy of a round's error (`Error` is not `Clone`: it can
-/// hold a RocksDB error). The variants a round produces keep their kind.
-fn copy_error(e: &Error) -> Error {
-    match e {
-        Error::NoLeader => Error::NoLeader,
-        Error::ShuttingDown => Error::ShuttingDown,
-        Error::LeaderUnreachable { addr, message } => Error::LeaderUnreachable {
-            addr: addr.clone(),
-            message: message.clone(),
-        },
-        Error::Timeout(m) => Error::Timeout(m.clone()),
-        other => Error::Raft(other.to_string()),
     }
 }
 

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use futures::future::join_all;
 use openraft::raft::AppendEntriesRequest;
 use openraft::raft::InstallSnapshotRequest;
 use openraft::raft::VoteRequest;
@@ -34,6 +35,7 @@ use crate::error::Error;
 use crate::network::ForwardRequest;
 use crate::network::ForwardResponse;
 use crate::network::MAX_MESSAGE_BYTES;
+use crate::network::Proposed;
 use crate::node::Node;
 use crate::range::read_range;
 use crate::types::Member;
@@ -122,6 +124,21 @@ fn leader_member(node: &Node) -> Option<Member> {
     node.leader().map(|(_, m)| m)
 }
 
+/// A forwarded proposal's outcome on the leader.
+fn proposed(r: Result<Vec<u8>, Error>) -> Proposed {
+    match r {
+        Ok(r) => Proposed::Applied(r),
+        Err(Error::NoLeader) => Proposed::NotLeader,
+        Err(e) => {
+            let s = status_of(e);
+            Proposed::Failed {
+                code: s.code() as i32,
+                message: s.message().to_string(),
+            }
+        }
+    }
+}
+
 fn members_reply(r: Result<Vec<(NodeId, Member, bool)>, Error>) -> ForwardResponse {
     match r {
         Ok(m) => ForwardResponse::Members(m),
@@ -181,17 +198,16 @@ impl RaftRpc for RaftService {
             leader: leader_member(node),
         };
         let reply = match decode::<ForwardRequest>(req)? {
-            ForwardRequest::Propose(bytes) => match node.propose_local(bytes).await {
-                Ok(r) => ForwardResponse::Proposed(r),
-                Err(Error::NoLeader) => not_leader(),
-                Err(e) => {
-                    let s = status_of(e);
-                    ForwardResponse::Failed {
-                        code: s.code() as i32,
-                        message: s.message().to_string(),
-                    }
-                }
+            ForwardRequest::Propose(bytes) => match proposed(node.propose_local(bytes).await) {
+                Proposed::Applied(r) => ForwardResponse::Proposed(r),
+                Proposed::NotLeader => not_leader(),
+                Proposed::Failed { code, message } => ForwardResponse::Failed { code, message },
             },
+            ForwardRequest::ProposeBatch(batch) => {
+                // All enter the group commit together; each answers alone.
+                let results = join_all(batch.into_iter().map(|b| node.propose_local(b))).await;
+                ForwardResponse::ProposedBatch(results.into_iter().map(proposed).collect())
+            }
             ForwardRequest::ReadIndex => match node.local_read_index().await.map_err(status_of)? {
                 Some(i) => ForwardResponse::ReadIndex(i),
                 None => not_leader(),
