@@ -467,26 +467,13 @@ impl Node {
     /// in flight, instead of one RPC (an HTTP/2 stream, its headers and
     /// framing on both ends) per proposal. A proposal arriving when fewer
     /// are in flight is sent at once.
-    async fn run_forwarder(self: Arc<Self>, mut rx: mpsc::Receiver<Forward>) {
-        let in_flight = Arc::new(Semaphore::new(FORWARDS_IN_FLIGHT));
-        loop {
-            let Ok(permit) = in_flight.clone().acquire_owned().await else {
-                return;
-            };
-            let Some(first) = rx.recv().await else { return };
-            let mut batch = vec![first];
-            while batch.len() < self.options.max_batch {
-                match rx.try_recv() {
-                    Ok(f) => batch.push(f),
-                    Err(_) => break,
-                }
-            }
+    async fn run_forwarder(self: Arc<Self>, rx: mpsc::Receiver<Forward>) {
+        let max = self.options.max_batch;
+        run_batched(rx, FORWARDS_IN_FLIGHT, max, move |batch| {
             let node = self.clone();
-            tokio::spawn(async move {
-                node.forward_batch(batch).await;
-                drop(permit);
-            });
-        }
+            async move { node.forward_batch(batch).await }
+        })
+        .await;
     }
 
     async fn forward_batch(&self, batch: Vec<Forward>) {
@@ -535,26 +522,13 @@ impl Node {
 
     /// Group commit: proposals that arrive while earlier log entries are in
     /// flight are gathered into one entry, one append, one fsync.
-    async fn run_proposer(self: Arc<Self>, mut rx: mpsc::Receiver<Pending>) {
-        let in_flight = Arc::new(Semaphore::new(self.options.max_in_flight));
-        loop {
-            let Ok(permit) = in_flight.clone().acquire_owned().await else {
-                return;
-            };
-            let Some(first) = rx.recv().await else { return };
-            let mut batch = vec![first];
-            while batch.len() < self.options.max_batch {
-                match rx.try_recv() {
-                    Ok(p) => batch.push(p),
-                    Err(_) => break,
-                }
-            }
+    async fn run_proposer(self: Arc<Self>, rx: mpsc::Receiver<Pending>) {
+        let (in_flight, max) = (self.options.max_in_flight, self.options.max_batch);
+        run_batched(rx, in_flight, max, move |batch| {
             let node = self.clone();
-            tokio::spawn(async move {
-                node.commit_batch(batch).await;
-                drop(permit);
-            });
-        }
+            async move { node.commit_batch(batch).await }
+        })
+        .await;
     }
 
     async fn commit_batch(&self, batch: Vec<Pending>) {
@@ -1137,5 +1111,36 @@ fn raft_write_error(e: RaftError<NodeId, ClientWriteError<NodeId, Member>>) -> E
             Error::FailedPrecondition(e.to_string())
         }
         RaftError::Fatal(_) => Error::ShuttingDown,
+    }
+}
+
+/// Hands the items of `rx` to `handle` in batches, each on its own task: the
+/// first item waiting and everything else already queued, up to `max`. At
+/// most `in_flight` batches are handled at once; items that arrive
+/// meanwhile wait and form the next batch. Ends when `rx` closes.
+async fn run_batched<T, F, Fut>(mut rx: mpsc::Receiver<T>, in_flight: usize, max: usize, handle: F)
+where
+    T: Send + 'static,
+    F: Fn(Vec<T>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let in_flight = Arc::new(Semaphore::new(in_flight));
+    loop {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = rx.recv().await else { return };
+        let mut batch = vec![first];
+        while batch.len() < max {
+            match rx.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
+        let work = handle(batch);
+        tokio::spawn(async move {
+            work.await;
+            drop(permit);
+        });
     }
 }
