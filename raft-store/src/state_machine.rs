@@ -478,6 +478,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .map_err(|e| StorageError::from(StorageIOError::write_snapshot(Some(sig), &e)))??;
         self.load()?;
         let revision = self.counters.revision;
+        tracing::info!(
+            snapshot = %meta.snapshot_id,
+            revision,
+            "installed a snapshot from the leader"
+        );
         let _ = self.shared.events.send(Arc::new(pb::RevisionEvents {
             revision,
             events: Vec::new(),
