@@ -532,13 +532,21 @@ fn sample(text: &str, name: &str) -> Option<f64> {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn metrics_endpoint_serves_prometheus_text() {
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let metrics: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+/// A 3-master cluster whose masters serve metrics; returns it and the
+/// metrics addresses, by master.
+fn cluster_with_metrics() -> (Cluster, Vec<String>) {
+    let metrics: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
     let cluster = Cluster::start_each(3, &[], |i| {
         vec!["--metrics-listen".into(), metrics[i].clone()]
     });
+    (cluster, metrics)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_endpoint_serves_prometheus_text() {
+    let (cluster, metrics) = cluster_with_metrics();
     let leader = cluster.leader().await;
     let client = cluster.client().await;
     client.put("metrics", "on", 0, false).await.expect("put");
@@ -608,11 +616,7 @@ async fn metrics_endpoint_serves_prometheus_text() {
 /// result (its own revision) and is readable from every master.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writes_to_a_follower_share_forward_rpcs() {
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let metrics: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let cluster = Cluster::start_each(3, &[], |i| {
-        vec!["--metrics-listen".into(), metrics[i].clone()]
-    });
+    let (cluster, metrics) = cluster_with_metrics();
     let leader = cluster.leader().await;
     let follower = (leader + 1) % 3;
     let to_follower = cluster

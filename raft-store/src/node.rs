@@ -495,12 +495,9 @@ impl Node {
         let answer = self
             .forward(&leader, &ForwardRequest::ProposeBatch(proposals))
             .await;
+        // The leader answers a batch only with one outcome per proposal.
         let outcomes: Result<Vec<Proposed>, Error> = match answer {
             Ok(ForwardResponse::ProposedBatch(outcomes)) if outcomes.len() == sent => Ok(outcomes),
-            Ok(ForwardResponse::NotLeader { .. }) => Ok(vec![Proposed::NotLeader; sent]),
-            Ok(ForwardResponse::Failed { code, message }) => {
-                Ok(vec![Proposed::Failed { code, message }; sent])
-            }
             Ok(other) => Err(Error::Raft(format!(
                 "unexpected answer to {sent} forwarded proposals: {other:?}"
             ))),
