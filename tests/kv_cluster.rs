@@ -473,6 +473,53 @@ async fn lease_keys_vanish_without_keep_alive_and_survive_leader_kill_with_it() 
     );
 }
 
+/// The followers' logs differ after a leader dies, and only the longer one
+/// can win. When the follower with the shorter log stands first, the other
+/// must not wait out its lease and then ask for a term the first has
+/// already voted in (refusing each other round after round, about a second
+/// in all): it stands at once, above that candidate's term.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_a_leader_kill_the_longer_log_stands_at_once_over_a_shorter_candidate() {
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader().await;
+    let (lagging, ahead) = match leader {
+        0 => (1, 2),
+        1 => (0, 2),
+        _ => (0, 1),
+    };
+    let client = cluster
+        .client_for(&[cluster.masters[leader].addr.clone()])
+        .await;
+    // Paused, the lagging follower misses the last writes, which commit on
+    // the leader and the other follower.
+    cluster.signal(lagging, "-STOP");
+    for i in 0..20 {
+        client
+            .put(format!("lag/{i:02}"), "v", 0, false)
+            .await
+            .unwrap();
+    }
+    cluster.kill(leader);
+    // Resumed with its leader long silent, it stands at once, with the
+    // shorter log.
+    cluster.signal(lagging, "-CONT");
+
+    let new_leader = cluster.leader().await;
+    assert_eq!(
+        new_leader, ahead,
+        "only the follower with every write can win"
+    );
+    let log = std::fs::read_to_string(&cluster.masters[ahead].log).unwrap();
+    assert!(
+        log.contains("after_shorter_log_candidate=true"),
+        "the follower with the longer log waited out its lease instead of standing \
+         at once over the shorter candidate:\n{}",
+        cluster.log_tails()
+    );
+    let client = cluster.client_for(&cluster.endpoints_except(leader)).await;
+    assert_eq!(values(&client, "lag/").await.len(), 20);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn write_retried_with_the_same_id_after_leader_change_is_applied_once() {
     let mut cluster = Cluster::start(3, &[]);

@@ -13,6 +13,8 @@
 //! - [`read_index`]: concurrent linearizable reads share one leadership
 //!   confirmation.
 //! - [`lease`]: the leader's lease clock.
+//! - [`elections`]: what vote requests and answers tell the leader
+//!   watchdog about when, and in which term, to stand.
 //! - [`network`]: the gRPC client side of Raft between masters.
 //! - [`node`]: one master: opens the store, runs Raft, batches concurrent
 //!   proposals into one log entry (group commit: one append, one fsync),
@@ -25,6 +27,7 @@
 pub mod apply;
 pub mod data_dir;
 pub mod db;
+pub mod elections;
 pub mod error;
 pub mod lease;
 pub mod log_store;

@@ -35,6 +35,7 @@ use serde::de::DeserializeOwned;
 use tonic::transport::Channel;
 use tonic::transport::Endpoint;
 
+use crate::elections::Elections;
 use crate::types::Member;
 use crate::types::NodeId;
 use crate::types::TypeConfig;
@@ -151,6 +152,7 @@ impl Peers {
 #[derive(Clone, Default)]
 pub struct NetworkFactory {
     pub peers: Peers,
+    pub elections: Arc<Elections>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -161,6 +163,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             target,
             node: node.clone(),
             peers: self.peers.clone(),
+            elections: self.elections.clone(),
         }
     }
 }
@@ -170,6 +173,7 @@ pub struct PeerConnection {
     target: NodeId,
     node: Member,
     peers: Peers,
+    elections: Arc<Elections>,
 }
 
 type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, Member, RaftError<NodeId, E>>;
@@ -255,6 +259,8 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RpcErr> {
-        self.call(Rpc::Vote, &rpc, &option).await
+        let resp = self.call(Rpc::Vote, &rpc, &option).await?;
+        self.elections.got_answer(&rpc, &resp);
+        Ok(resp)
     }
 }

@@ -31,6 +31,7 @@ use crate::db;
 use crate::db::CF_HISTORY;
 use crate::db::CF_SM;
 use crate::db::u64_key;
+use crate::elections::Elections;
 use crate::error::Error;
 use crate::log_store::LogStore;
 use crate::metrics::Metrics;
@@ -153,6 +154,8 @@ pub struct Node {
     pub shared: Arc<Shared>,
     pub peers: Peers,
     pub options: NodeOptions,
+    /// What vote requests and answers told this master (for the watchdog).
+    pub(crate) elections: Arc<Elections>,
     data_path: std::path::PathBuf,
     proposals: mpsc::Sender<Pending>,
     /// Proposals this master forwards to the leader as follower.
@@ -208,6 +211,7 @@ impl Node {
         let config = Arc::new(config.validate().map_err(|e| Error::Raft(e.to_string()))?);
         let network = NetworkFactory::default();
         let peers = network.peers.clone();
+        let elections = network.elections.clone();
         let raft = Raft::new(id, config, network, log, sm)
             .await
             .map_err(|e| Error::Raft(e.to_string()))?;
@@ -245,6 +249,7 @@ impl Node {
                 shared,
                 peers,
                 options,
+                elections,
                 data_path: data_dir.path.clone(),
                 proposals: tx,
                 forwards,
@@ -784,6 +789,12 @@ impl Node {
     /// scheduler`). So a follower that is still a candidate a heartbeat
     /// (plus jitter) after standing stands again in the next term, a few
     /// times at most; one that has voted for someone else stops.
+    ///
+    /// Only a follower with the longest log can win, and the followers'
+    /// logs differ by the last AppendEntries (`crate::elections`). A
+    /// follower that refused a candidate with a shorter log stands at once,
+    /// in a term above that candidate's; a candidate refused by a longer
+    /// log stops standing and lets that follower win.
     async fn run_leader_watchdog(self: Arc<Self>) {
         let mut stop = self.stopped();
         let heartbeat = Duration::from_millis(self.options.heartbeat_ms);
@@ -798,11 +809,7 @@ impl Node {
                 _ = tick.tick() => {}
                 _ = stop.changed() => return,
             }
-            let (state, term) = {
-                let m = self.raft.metrics();
-                let m = m.borrow();
-                (m.state, m.current_term)
-            };
+            let (state, term) = self.state_and_term();
             if state != ServerState::Follower || self.since_leader_contact() < 2 * heartbeat {
                 continue;
             }
@@ -820,30 +827,56 @@ impl Node {
             if !refused {
                 continue;
             }
-            tokio::time::sleep((lease + jitter()).saturating_sub(self.since_leader_contact()))
-                .await;
+            // A candidate with a shorter log gave up its own lease by
+            // standing and cannot win: nothing to wait for.
+            let shorter_log = self.elections.shorter_log_seen();
+            let hurried = self.elections.stand_now(term)
+                || tokio::select! {
+                    _ = tokio::time::sleep(
+                        (lease + jitter()).saturating_sub(self.since_leader_contact()),
+                    ) => false,
+                    _ = shorter_log => true,
+                    _ = stop.changed() => return,
+                };
             if self.leader().map(|(id, _)| id) != Some(leader_id) || self.is_leader() {
                 continue;
             }
             triggered = Some((leader_id, term));
             tracing::info!(
                 leader = format!("{leader_id:016x}"),
+                after_shorter_log_candidate = hurried,
                 "leader process gone: starting an election"
             );
             for round in 1..=ELECTION_ROUNDS {
                 if round > 1 {
                     tracing::info!(round, "still a candidate: standing again");
                 }
-                let _ = self.raft.trigger().elect().await;
+                // Each election is one term up; a candidate we refused has
+                // spent its vote in its own term, so stand above it.
+                let (_, term) = self.state_and_term();
+                for _ in 0..self.elections.terms_to_climb(term) {
+                    let _ = self.raft.trigger().elect().await;
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(heartbeat + jitter()) => {}
                     _ = stop.changed() => return,
                 }
-                if self.raft.metrics().borrow().state != ServerState::Candidate {
+                let (state, term) = self.state_and_term();
+                if state != ServerState::Candidate {
+                    break;
+                }
+                if self.elections.outlogged_in(term) {
+                    tracing::info!(term, "a voter has a longer log: leaving the election to it");
                     break;
                 }
             }
         }
+    }
+
+    fn state_and_term(&self) -> (ServerState, u64) {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        (m.state, m.current_term)
     }
 
     // ---- compaction --------------------------------------------------------

@@ -156,7 +156,11 @@ fn members_reply(r: Result<Vec<(NodeId, Member, bool)>, Error>) -> ForwardRespon
 impl RaftRpc for RaftService {
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let rpc: VoteRequest<NodeId> = decode(req)?;
-        encode(&self.node.raft.vote(rpc).await)
+        let resp = self.node.raft.vote(rpc.clone()).await;
+        if let Ok(answer) = &resp {
+            self.node.elections.answered(&rpc, answer);
+        }
+        encode(&resp)
     }
 
     async fn append_entries(
