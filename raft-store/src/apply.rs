@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::collections::HashMap;
+use std::collections::VecDeque;
 
 use prost::Message;
 use rafter_proto::kv as pb;
@@ -31,6 +32,7 @@ use crate::db::CF_HISTORY;
 use crate::db::CF_KV;
 use crate::db::CF_LEASE;
 use crate::db::CF_LEASE_KEYS;
+use crate::db::key_u64;
 use crate::db::u64_key;
 use crate::range::range_response;
 
@@ -64,6 +66,12 @@ pub struct ApplyTx<'a> {
     lease_keys: BTreeMap<(i64, Vec<u8>), bool>,
     dedup: HashMap<Vec<u8>, Option<Vec<u8>>>,
     dedup_order: HashMap<u64, Option<Vec<u8>>>,
+    /// The oldest entries of the exactly-once table's order as stored,
+    /// read ahead in one range read for the evictions to come.
+    stored_order: VecDeque<(u64, Vec<u8>)>,
+    /// How many entries the next read-ahead fetches: it doubles with each
+    /// read, so a small batch reads little and a large one few times.
+    read_ahead: usize,
     /// Events per new revision, in order, for the watch hub.
     pub produced: Vec<pb::RevisionEvents>,
     pub lease_changes: Vec<LeaseChange>,
@@ -74,6 +82,10 @@ struct Rev {
     rev: u64,
     events: Vec<pb::Event>,
 }
+
+/// How many of the exactly-once table's oldest entries one range read
+/// fetches for eviction.
+const ORDER_READ_AHEAD: usize = 256;
 
 /// How a write rejected by term fencing starts its message.
 pub const FENCED: &str = "fenced";
@@ -104,6 +116,8 @@ impl<'a> ApplyTx<'a> {
             lease_keys: BTreeMap::new(),
             dedup: HashMap::new(),
             dedup_order: HashMap::new(),
+            stored_order: VecDeque::new(),
+            read_ahead: 8,
             produced: Vec::new(),
             lease_changes: Vec::new(),
         }
@@ -235,10 +249,7 @@ impl<'a> ApplyTx<'a> {
             let first = self.counters.dedup_first;
             let old_key = match self.dedup_order.get(&first) {
                 Some(k) => k.clone(),
-                None => self
-                    .db
-                    .get_cf(self.cf(CF_DEDUP_ORDER), u64_key(first))
-                    .expect("read"),
+                None => self.stored_order_key(first),
             };
             if let Some(old_key) = old_key {
                 self.batch.delete_cf(self.cf(CF_DEDUP), &old_key);
@@ -248,6 +259,31 @@ impl<'a> ApplyTx<'a> {
                 .delete_cf(self.cf(CF_DEDUP_ORDER), u64_key(first));
             self.dedup_order.insert(first, None);
             self.counters.dedup_first += 1;
+        }
+    }
+
+    /// The stored key of the exactly-once table's entry `ordinal`, the
+    /// oldest one. Once the table is full every write evicts one, so they
+    /// are read ahead with one iterator (8, 16, … up to
+    /// [`ORDER_READ_AHEAD`] at a time) instead of one point lookup per write.
+    fn stored_order_key(&mut self, ordinal: u64) -> Option<Vec<u8>> {
+        while self.stored_order.front().is_some_and(|(o, _)| *o < ordinal) {
+            self.stored_order.pop_front();
+        }
+        if self.stored_order.is_empty() {
+            let iter = self.db.iterator_cf(
+                self.cf(CF_DEDUP_ORDER),
+                IteratorMode::From(&u64_key(ordinal), Direction::Forward),
+            );
+            for item in iter.take(self.read_ahead) {
+                let (k, v) = item.expect("rocksdb read");
+                self.stored_order.push_back((key_u64(&k), v.to_vec()));
+            }
+            self.read_ahead = (self.read_ahead * 2).min(ORDER_READ_AHEAD);
+        }
+        match self.stored_order.front() {
+            Some((o, _)) if *o == ordinal => self.stored_order.pop_front().map(|(_, k)| k),
+            _ => None,
         }
     }
 
@@ -605,4 +641,80 @@ fn splitmix64(x: &mut u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Applies a put of key `k` carrying write id (7, `seq`) and returns the
+    /// revision its result reports.
+    fn put(tx: &mut ApplyTx, seq: u64) -> u64 {
+        let proposal = pb::Proposal {
+            write_id: Some(pb::WriteId { client_id: 7, seq }),
+            op: Some(Op::Put(pb::PutRequest {
+                key: b"k".to_vec(),
+                value: seq.to_be_bytes().to_vec(),
+                ..Default::default()
+            })),
+            fence_term: 0,
+        };
+        let out = tx.apply_proposal(&proposal.encode_to_vec(), seq, 1);
+        match pb::ProposalResult::decode(out.as_slice()).unwrap().result {
+            Some(PResult::Put(p)) => p.header.unwrap().revision,
+            other => panic!("put {seq} gave {other:?}"),
+        }
+    }
+
+    /// Applies `seqs` in batches of `batch`, writing each batch as the state
+    /// machine does, and returns the counters and each put's revision.
+    fn apply_all(db: &DB, capacity: u64, seqs: &[u64], batch: usize) -> (Counters, Vec<u64>) {
+        let mut counters = Counters::default();
+        let mut revisions = Vec::new();
+        for chunk in seqs.chunks(batch) {
+            let mut tx = ApplyTx::new(db, counters, capacity);
+            for seq in chunk {
+                revisions.push(put(&mut tx, *seq));
+            }
+            counters = tx.counters;
+            db.write(std::mem::take(&mut tx.batch)).unwrap();
+        }
+        (counters, revisions)
+    }
+
+    fn stored_ordinals(db: &DB) -> Vec<u64> {
+        db.iterator_cf(db.cf_handle(CF_DEDUP_ORDER).unwrap(), IteratorMode::Start)
+            .map(|item| key_u64(&item.unwrap().0))
+            .collect()
+    }
+
+    #[test]
+    fn the_exactly_once_table_keeps_the_newest_writes_up_to_its_capacity() {
+        // Evictions both within one batch and across batches, reading the
+        // stored order ahead more than once (capacity > ORDER_READ_AHEAD).
+        for batch in [1, 100, 1000] {
+            let dir = tempfile::tempdir().unwrap();
+            let db = crate::db::open(dir.path()).unwrap();
+            let capacity = 300;
+            let seqs: Vec<u64> = (1..=1000).collect();
+            let (counters, revisions) = apply_all(&db, capacity, &seqs, batch);
+            assert_eq!(revisions, (1..=1000).collect::<Vec<u64>>(), "batch {batch}");
+            assert_eq!((counters.dedup_first, counters.dedup_next), (700, 1000));
+            assert_eq!(
+                stored_ordinals(&db),
+                (700..1000).collect::<Vec<u64>>(),
+                "batch {batch}: the order table holds the live ordinals only"
+            );
+            let dedup = db.cf_handle(CF_DEDUP).unwrap();
+            assert_eq!(db.iterator_cf(dedup, IteratorMode::Start).count(), 300);
+
+            // A retry of a kept write answers as the first time and changes
+            // nothing; a retry of an evicted one is applied again.
+            let mut tx = ApplyTx::new(&db, counters, capacity);
+            assert_eq!(put(&mut tx, 999), 999);
+            assert_eq!(put(&mut tx, 701), 701);
+            assert_eq!(put(&mut tx, 700), 1001);
+            assert_eq!(put(&mut tx, 5), 1002);
+        }
+    }
 }

@@ -52,7 +52,88 @@ impl fmt::Display for Member {
 /// revision when applied, as if it had been its own entry.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogCommand {
+    #[serde(with = "byte_strings")]
     pub proposals: Vec<Vec<u8>>,
+}
+
+/// Serde for a list of byte strings as byte strings, not as sequences of
+/// numbers. serde's own `Vec<u8>` impl visits one byte at a time, and every
+/// proposal is encoded and decoded several times on its way through the log
+/// and to the followers (bincode: append, replication reads, AppendEntries
+/// both ways). With bincode the bytes on disk and on the wire are the same
+/// either way (a u64 length, then the bytes), so logs written before read
+/// back unchanged.
+mod byte_strings {
+    use std::fmt;
+
+    use serde::Deserializer;
+    use serde::Serializer;
+    use serde::de::SeqAccess;
+    use serde::de::Visitor;
+    use serde::ser::SerializeSeq;
+
+    struct Bytes<'a>(&'a [u8]);
+
+    impl serde::Serialize for Bytes<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(self.0)
+        }
+    }
+
+    pub fn serialize<S: Serializer>(list: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(list.len()))?;
+        for item in list {
+            seq.serialize_element(&Bytes(item))?;
+        }
+        seq.end()
+    }
+
+    /// One byte string, from whichever form the format gives.
+    struct ByteBuf(Vec<u8>);
+
+    impl<'de> serde::Deserialize<'de> for ByteBuf {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = ByteBuf;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a byte string")
+                }
+                fn visit_bytes<E>(self, v: &[u8]) -> Result<ByteBuf, E> {
+                    Ok(ByteBuf(v.to_vec()))
+                }
+                fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<ByteBuf, E> {
+                    Ok(ByteBuf(v))
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ByteBuf, A::Error> {
+                    let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
+                    while let Some(b) = seq.next_element()? {
+                        v.push(b);
+                    }
+                    Ok(ByteBuf(v))
+                }
+            }
+            d.deserialize_byte_buf(V)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Vec<Vec<u8>>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of byte strings")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Vec<u8>>, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
+                while let Some(ByteBuf(b)) = seq.next_element()? {
+                    out.push(b);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_seq(V)
+    }
 }
 
 /// What applying a `LogCommand` produced: one prost-encoded
@@ -76,6 +157,40 @@ pub fn node_id_of(name: &str) -> NodeId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The layout `LogCommand` had before its proposals were encoded as
+    /// byte strings (serde's default for `Vec<Vec<u8>>`).
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct OldLogCommand {
+        proposals: Vec<Vec<u8>>,
+    }
+
+    #[test]
+    fn log_commands_keep_their_bincode_bytes_both_ways() {
+        let proposals = vec![b"first proposal".to_vec(), Vec::new(), vec![0u8, 255, 7]];
+        let new = bincode::serialize(&LogCommand {
+            proposals: proposals.clone(),
+        })
+        .unwrap();
+        let old = bincode::serialize(&OldLogCommand {
+            proposals: proposals.clone(),
+        })
+        .unwrap();
+        // Logs written by earlier masters read back, and the other way.
+        assert_eq!(new, old);
+        let back: LogCommand = bincode::deserialize(&old).unwrap();
+        assert_eq!(back.proposals, proposals);
+    }
+
+    #[test]
+    fn log_commands_round_trip_through_a_self_describing_format() {
+        let cmd = LogCommand {
+            proposals: vec![b"abc".to_vec(), vec![1, 2, 3]],
+        };
+        let json = serde_json::to_string(&cmd).unwrap();
+        let back: LogCommand = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, cmd);
+    }
 
     #[test]
     fn node_ids_are_stable_and_distinct() {
