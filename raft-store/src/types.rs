@@ -64,75 +64,18 @@ pub struct LogCommand {
 /// either way (a u64 length, then the bytes), so logs written before read
 /// back unchanged.
 mod byte_strings {
-    use std::fmt;
-
+    use serde::Deserialize;
     use serde::Deserializer;
     use serde::Serializer;
-    use serde::de::SeqAccess;
-    use serde::de::Visitor;
-    use serde::ser::SerializeSeq;
-
-    struct Bytes<'a>(&'a [u8]);
-
-    impl serde::Serialize for Bytes<'_> {
-        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            s.serialize_bytes(self.0)
-        }
-    }
+    use serde_bytes::ByteBuf;
 
     pub fn serialize<S: Serializer>(list: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(list.len()))?;
-        for item in list {
-            seq.serialize_element(&Bytes(item))?;
-        }
-        seq.end()
-    }
-
-    /// One byte string, from whichever form the format gives.
-    struct ByteBuf(Vec<u8>);
-
-    impl<'de> serde::Deserialize<'de> for ByteBuf {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct V;
-            impl<'de> Visitor<'de> for V {
-                type Value = ByteBuf;
-                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                    f.write_str("a byte string")
-                }
-                fn visit_bytes<E>(self, v: &[u8]) -> Result<ByteBuf, E> {
-                    Ok(ByteBuf(v.to_vec()))
-                }
-                fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<ByteBuf, E> {
-                    Ok(ByteBuf(v))
-                }
-                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ByteBuf, A::Error> {
-                    let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
-                    while let Some(b) = seq.next_element()? {
-                        v.push(b);
-                    }
-                    Ok(ByteBuf(v))
-                }
-            }
-            d.deserialize_byte_buf(V)
-        }
+        s.collect_seq(list.iter().map(|p| serde_bytes::Bytes::new(p)))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Vec<Vec<u8>>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a list of byte strings")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Vec<u8>>, A::Error> {
-                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
-                while let Some(ByteBuf(b)) = seq.next_element()? {
-                    out.push(b);
-                }
-                Ok(out)
-            }
-        }
-        d.deserialize_seq(V)
+        let list = Vec::<ByteBuf>::deserialize(d)?;
+        Ok(list.into_iter().map(ByteBuf::into_vec).collect())
     }
 }
 
