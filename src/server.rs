@@ -65,6 +65,11 @@ pub struct ServerArgs {
     /// Log entries kept behind a snapshot for slow followers.
     #[arg(long, default_value_t = 1_000)]
     pub keep_logs: u64,
+    /// Log entries the leader proposes ahead of their commit (group-commit
+    /// batches in flight); writes arriving meanwhile join the next batch.
+    #[arg(long, default_value_t = NodeOptions::default().max_in_flight as u64,
+          value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub proposal_batches_in_flight: u64,
     /// Revisions of watch history kept before automatic compaction.
     #[arg(long, default_value_t = 100_000)]
     pub history_revisions: u64,
@@ -302,6 +307,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         history_revisions: args.history_revisions,
         compaction_interval: Duration::from_millis(args.compaction_interval_ms.max(100)),
         unsafe_local_reads: args.unsafe_local_reads,
+        max_in_flight: args.proposal_batches_in_flight as usize,
         ..NodeOptions::default()
     };
     let bootstrap = match initial {
@@ -501,5 +507,37 @@ mod tests {
         let a = cluster_id_of(&parse_initial_cluster("a=h:1,b=h:2").unwrap());
         let b = cluster_id_of(&parse_initial_cluster("b=h:2,a=h:1").unwrap());
         assert_eq!(a, b);
+    }
+
+    #[derive(Debug, clap::Parser)]
+    struct Server {
+        #[command(flatten)]
+        args: ServerArgs,
+    }
+
+    fn parse(extra: &[&str]) -> Result<ServerArgs, clap::Error> {
+        use clap::Parser;
+        let base = [
+            "rafter",
+            "--name",
+            "m1",
+            "--data-dir",
+            "/tmp/x",
+            "--listen",
+            "127.0.0.1:1",
+        ];
+        Server::try_parse_from(base.iter().chain(extra)).map(|s| s.args)
+    }
+
+    #[test]
+    fn the_leader_keeps_one_proposal_batch_in_flight_unless_told_otherwise() {
+        assert_eq!(parse(&[]).unwrap().proposal_batches_in_flight, 1);
+        let two = parse(&["--proposal-batches-in-flight", "2"]).unwrap();
+        assert_eq!(two.proposal_batches_in_flight, 2);
+        let err = parse(&["--proposal-batches-in-flight", "0"]).unwrap_err();
+        assert!(
+            err.to_string().contains("--proposal-batches-in-flight"),
+            "{err}"
+        );
     }
 }

@@ -78,7 +78,10 @@ pub struct NodeOptions {
     pub dedup_capacity: u64,
     /// Proposals per log entry at most.
     pub max_batch: usize,
-    /// Log entries proposed and not yet applied at most.
+    /// Log entries proposed and not yet applied at most. One: openraft
+    /// 0.9's core stalls for each entry's fsync, so a second entry in
+    /// flight only delays the commit of the first (docs/BENCHMARKS.md,
+    /// "One batch in flight").
     pub max_in_flight: usize,
     /// How long a request may take on this master before failing.
     pub request_timeout: Duration,
@@ -112,7 +115,7 @@ impl Default for NodeOptions {
             compaction_interval: Duration::from_secs(5),
             dedup_capacity: 100_000,
             max_batch: 1024,
-            max_in_flight: 4,
+            max_in_flight: 1,
             request_timeout: Duration::from_secs(10),
             leader_wait: Duration::from_secs(2),
             unsafe_local_reads: false,
