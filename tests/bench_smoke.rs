@@ -1,6 +1,6 @@
 //! Short runs of the benchmarks, so they keep working: `rafter bench kv`
-//! against a real etcd for a few seconds (the report must hold every
-//! figure for both systems), and `rafter bench pods` with a few pods on
+//! against a real etcd, twice for a few seconds (each report must hold
+//! every figure for both systems, and the summary both runs), and `rafter bench pods` with a few pods on
 //! real node agents and Docker (every pod must run, every figure must be
 //! printed, nothing may be left in Docker). No assertion on speed — the
 //! benchmarks themselves are for that (docs/BENCHMARKS.md).
@@ -12,7 +12,7 @@ use rafter_nodeagent::docker::Docker;
 use rafter_nodeagent::runtime::{self as rt, ContainerRuntime};
 
 #[test]
-fn bench_kv_reports_every_figure_for_both_systems() {
+fn bench_kv_reports_every_figure_for_both_systems_and_sums_up_its_runs() {
     let etcd = rafter_bench::cluster::default_etcd_bin();
     assert!(
         etcd.is_file(),
@@ -28,6 +28,8 @@ fn bench_kv_reports_every_figure_for_both_systems() {
             "300ms",
             "--kills",
             "1",
+            "--runs",
+            "2",
             "--out",
         ])
         .arg(out.path())
@@ -42,8 +44,19 @@ fn bench_kv_reports_every_figure_for_both_systems() {
         String::from_utf8_lossy(&run.stderr)
     );
     assert!(stdout.contains("RAFTER/ETCD"), "{stdout}");
+    assert!(stdout.contains("RUN 2 OF 2"), "{stdout}");
+    assert!(stdout.contains("MEAN OF 2 RUNS"), "{stdout}");
 
-    let json = std::fs::read_to_string(out.path().join("bench-kv.json")).unwrap();
+    // Each run's report in its own directory; the summary over both.
+    let run2 = std::fs::read_to_string(out.path().join("run-2/bench-kv.json")).unwrap();
+    let run2: Report = serde_json::from_str(&run2).unwrap();
+    let summary = std::fs::read_to_string(out.path().join("bench-kv-summary.json")).unwrap();
+    let summary: rafter_bench::Summary = serde_json::from_str(&summary).unwrap();
+    assert_eq!(summary.runs, 2);
+    assert_eq!(summary.figures.len(), run2.comparisons.len());
+
+    let run1 = out.path().join("run-1");
+    let json = std::fs::read_to_string(run1.join("bench-kv.json")).unwrap();
     let report: Report = serde_json::from_str(&json).unwrap();
     assert!(report.machine.fdatasync.count > 0 && report.machine.floor_us > 0.0);
     let names: Vec<&str> = report.systems.iter().map(|s| s.system.as_str()).collect();
@@ -84,7 +97,7 @@ fn bench_kv_reports_every_figure_for_both_systems() {
             .iter()
             .all(|c| c.ratio.is_some() || c.etcd == 0.0)
     );
-    let svg = std::fs::read_to_string(out.path().join("bench-kv.svg")).unwrap();
+    let svg = std::fs::read_to_string(run1.join("bench-kv.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("put 256c throughput"));
     // Nothing left behind: the run directory is gone.
     let left: Vec<_> = std::fs::read_dir(out.path())

@@ -20,6 +20,7 @@
 //! - `load`: the closed-loop load generator. `workloads`: what is measured.
 //! - `floor`: fdatasync and loopback round trip. `stats`: percentiles.
 //! - `report`: figures, comparisons, table, JSON. `svg`: the chart.
+//!   `summary`: the mean and range of several runs (`--runs`).
 
 pub mod cluster;
 pub mod driver;
@@ -31,6 +32,7 @@ pub mod process;
 pub mod rafter_driver;
 pub mod report;
 pub mod stats;
+pub mod summary;
 pub mod svg;
 pub mod workloads;
 
@@ -54,6 +56,7 @@ use std::time::Duration;
 
 pub use error::BenchError;
 pub use report::Report;
+pub use summary::Summary;
 
 use crate::cluster::Cluster;
 use crate::driver::Driver;

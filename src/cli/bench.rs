@@ -64,6 +64,11 @@ pub struct KvArgs {
     /// Keep the run directory (data and server logs) afterwards.
     #[arg(long)]
     pub keep_data: bool,
+    /// Run the whole benchmark this many times and finish with the mean of
+    /// every figure and the range of its ratio (a single run's ratios move
+    /// by ±10–15 % on a busy machine). Each run's report goes to OUT/run-N.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=20))]
+    pub runs: u64,
     /// Extra flag for every `rafter server` (repeatable), e.g.
     /// --server-arg=--election-timeout-ms --server-arg=300.
     #[arg(long = "server-arg", allow_hyphen_values = true)]
@@ -81,28 +86,53 @@ pub async fn run(c: BenchCommand) -> anyhow::Result<()> {
         Some(b) => b,
         None => std::env::current_exe().context("cannot find this program's path")?,
     };
-    let cfg = BenchConfig {
+    let runs = a.runs as usize;
+    let mut cfg = BenchConfig {
         rafter_bin,
         etcd_bin: a
             .etcd_bin
             .unwrap_or_else(rafter_bench::cluster::default_etcd_bin),
         measure: a.duration,
         kills: a.kills,
-        out_dir: a.out,
+        out_dir: a.out.clone(),
         data_parent: a.data_dir.unwrap_or_else(std::env::temp_dir),
         keep_data: a.keep_data,
         rafter_server_args: a.server_args,
         progress: true,
     };
-    let (report, written) = rafter_bench::run_until_interrupted(cfg).await?;
-    outln!()?;
-    out!("{}", report.table())?;
-    outln!()?;
-    out!("{}", report.details())?;
-    outln!("report: {}", written.json.display())?;
-    outln!("chart:  {}", written.svg.display())?;
-    if let Some(d) = written.data {
-        outln!("data and server logs kept in {}", d.display())?;
+    let mut reports = Vec::with_capacity(runs);
+    for n in 1..=runs {
+        if runs > 1 {
+            cfg.out_dir = a.out.join(format!("run-{n}"));
+            eprintln!("run {n} of {runs}");
+        }
+        let (report, written) = rafter_bench::run_until_interrupted(cfg.clone()).await?;
+        outln!()?;
+        if runs > 1 {
+            outln!("RUN {n} OF {runs}")?;
+        }
+        out!("{}", report.table())?;
+        outln!()?;
+        out!("{}", report.details())?;
+        outln!("report: {}", written.json.display())?;
+        outln!("chart:  {}", written.svg.display())?;
+        if let Some(d) = written.data {
+            outln!("data and server logs kept in {}", d.display())?;
+        }
+        reports.push(report);
+    }
+    if runs > 1 {
+        let summary = rafter_bench::Summary::of(&reports);
+        let path = a.out.join("bench-kv-summary.json");
+        let text = serde_json::to_string_pretty(&summary).expect("summary serializes");
+        std::fs::write(&path, text + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        outln!()?;
+        outln!(
+            "MEAN OF {runs} RUNS (RAFTER/ETCD: mean of the runs' ratios; RANGE: lowest–highest)"
+        )?;
+        out!("{}", summary.table())?;
+        outln!("summary: {}", path.display())?;
     }
     Ok(())
 }
