@@ -373,6 +373,30 @@ pub fn num(x: f64) -> String {
     }
 }
 
+/// Rows as aligned columns, kubectl style: the figures (the third to the
+/// fifth column: etcd, Rafter, their ratio) right-aligned, the rest
+/// left-aligned.
+pub(crate) fn columns<const N: usize>(rows: &[[String; N]]) -> String {
+    let widths: Vec<usize> = (0..N)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let mut line = String::new();
+        for (i, cell) in r.iter().enumerate() {
+            let pad = " ".repeat(widths[i] - cell.chars().count());
+            if (2..=4).contains(&i) {
+                let _ = write!(line, "{pad}{cell}   ");
+            } else {
+                let _ = write!(line, "{cell}{pad}   ");
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
 impl Report {
     /// The comparison table as printed on stdout, kubectl style.
     pub fn table(&self) -> String {
@@ -400,25 +424,7 @@ impl Report {
                 },
             ]);
         }
-        let widths: Vec<usize> = (0..7)
-            .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-            .collect();
-        let mut out = String::new();
-        for r in &rows {
-            let mut line = String::new();
-            for (i, cell) in r.iter().enumerate() {
-                let pad = widths[i] - cell.chars().count();
-                // Numbers right-aligned, text left-aligned.
-                if (2..=4).contains(&i) {
-                    let _ = write!(line, "{}{}   ", " ".repeat(pad), cell);
-                } else {
-                    let _ = write!(line, "{}{}   ", cell, " ".repeat(pad));
-                }
-            }
-            out.push_str(line.trim_end());
-            out.push('\n');
-        }
-        out
+        columns(&rows)
     }
 
     /// Per-kill failover figures and the floor, printed under the table.

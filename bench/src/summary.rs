@@ -6,6 +6,7 @@ use serde::Deserialize;
 use serde::Serialize;
 
 use crate::report::Report;
+use crate::report::columns;
 use crate::report::num;
 
 /// Each figure over every run.
@@ -105,25 +106,7 @@ impl Summary {
                     .unwrap_or_default(),
             ]);
         }
-        let widths: Vec<usize> = (0..8)
-            .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-            .collect();
-        let mut out = String::new();
-        for r in &rows {
-            let mut line = String::new();
-            for (i, cell) in r.iter().enumerate() {
-                let pad = " ".repeat(widths[i] - cell.chars().count());
-                // Numbers right-aligned, text left-aligned.
-                if (2..=4).contains(&i) {
-                    line.push_str(&format!("{pad}{cell}   "));
-                } else {
-                    line.push_str(&format!("{cell}{pad}   "));
-                }
-            }
-            out.push_str(line.trim_end());
-            out.push('\n');
-        }
-        out
+        columns(&rows)
     }
 }
 
